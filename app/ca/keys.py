@@ -1,0 +1,113 @@
+"""Key generation, the key policy for subscriber keys, and KEK wrapping of CA keys at rest."""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Literal, get_args
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from app.errors import UnsupportedKeyError
+
+KeyType = Literal["ec-p384", "ec-p256", "rsa-4096", "rsa-3072", "rsa-2048", "ed25519"]
+KEY_TYPES: tuple[str, ...] = get_args(KeyType)
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+RSA_MIN_BITS, RSA_MAX_BITS = 2048, 8192
+KEK_BYTES = 32
+_NONCE_BYTES = 12
+
+
+def generate_private_key(key_type: str) -> PrivateKey:
+    if key_type == "ec-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "ec-p384":
+        return ec.generate_private_key(ec.SECP384R1())
+    if key_type == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if key_type in ("rsa-2048", "rsa-3072", "rsa-4096"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
+    raise ValueError(f"unknown key type {key_type!r}; choose one of {', '.join(KEY_TYPES)}")
+
+
+def check_public_key(key: object) -> PublicKey:
+    """Accept RSA 2048-8192 with e=65537, EC P-256/P-384/P-521 and Ed25519.
+
+    Raises:
+        UnsupportedKeyError: any other key, curve, size or exponent.
+    """
+    if isinstance(key, rsa.RSAPublicKey):
+        numbers = key.public_numbers()
+        if not RSA_MIN_BITS <= key.key_size <= RSA_MAX_BITS:
+            raise UnsupportedKeyError(
+                f"RSA keys must have {RSA_MIN_BITS} to {RSA_MAX_BITS} bits, not {key.key_size}"
+            )
+        if numbers.e != 65537:
+            raise UnsupportedKeyError(f"RSA public exponent must be 65537, not {numbers.e}")
+        return key
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if not isinstance(key.curve, ALLOWED_CURVES):
+            raise UnsupportedKeyError(
+                f"EC curve {key.curve.name} is not accepted; use P-256, P-384 or P-521"
+            )
+        return key
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return key
+    raise UnsupportedKeyError(
+        f"{type(key).__name__.removeprefix('_')} keys are not accepted; "
+        "use RSA (2048-8192), EC P-256/P-384/P-521 or Ed25519"
+    )
+
+
+def private_key_pem(key: PrivateKey) -> bytes:
+    """PKCS#8 PEM, unencrypted: only for subscriber and TLS keys written with mode 0600."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def generate_kek() -> bytes:
+    return os.urandom(KEK_BYTES)
+
+
+def encode_kek(kek: bytes) -> str:
+    return base64.b64encode(kek).decode()
+
+
+def parse_kek(text: str) -> bytes:
+    try:
+        kek = base64.b64decode(text.strip(), validate=True)
+    except ValueError as exc:
+        raise ValueError("the KEK must be base64 of 32 random bytes") from exc
+    if len(kek) != KEK_BYTES:
+        raise ValueError(f"the KEK must be {KEK_BYTES} bytes, not {len(kek)}")
+    return kek
+
+
+def wrap_private_key(key: PrivateKey, *, kek: bytes, label: str) -> bytes:
+    """Encrypt a CA key with AES-256-GCM; `label` (the CA id) is bound as associated data,
+    so a ciphertext moved to another row does not decrypt."""
+    der = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    nonce = os.urandom(_NONCE_BYTES)
+    return nonce + AESGCM(kek).encrypt(nonce, der, label.encode())
+
+
+def unwrap_private_key(blob: bytes, *, kek: bytes, label: str) -> PrivateKey:
+    """Raises ValueError when the KEK is wrong or the blob was tampered with."""
+    try:
+        der = AESGCM(kek).decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], label.encode())
+    except InvalidTag as exc:
+        raise ValueError(f"cannot decrypt the key of {label}: wrong KEK or damaged row") from exc
+    key = serialization.load_der_private_key(der, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        raise ValueError(f"unexpected key type for {label}")
+    return key

@@ -1,0 +1,87 @@
+"""The Signer: the only thing that touches a CA private key. An HSM is a second Signer."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+from app.ca.keys import PrivateKey, PublicKey
+
+# Signature algorithm identifiers for structures built by hand (OCSP BasicOCSPResponse).
+_ECDSA_OIDS = {
+    "sha256": "1.2.840.10045.4.3.2",
+    "sha384": "1.2.840.10045.4.3.3",
+    "sha512": "1.2.840.10045.4.3.4",
+}
+_RSA_OIDS = {
+    "sha256": "1.2.840.113549.1.1.11",
+    "sha384": "1.2.840.113549.1.1.12",
+    "sha512": "1.2.840.113549.1.1.13",
+}
+ED25519_OID = "1.3.101.112"
+
+
+class Signer(Protocol):
+    @property
+    def public_key(self) -> PublicKey: ...
+
+    @property
+    def signature_algorithm_oid(self) -> str:
+        """Dotted OID of the AlgorithmIdentifier for signatures made by `sign_bytes`."""
+        ...
+
+    def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate: ...
+
+    def sign_crl(
+        self, builder: x509.CertificateRevocationListBuilder
+    ) -> x509.CertificateRevocationList: ...
+
+    def sign_bytes(self, data: bytes) -> bytes: ...
+
+
+def hash_for_key(key: PrivateKey | PublicKey) -> hashes.HashAlgorithm | None:
+    """SHA-256 for P-256 and RSA, SHA-384 for P-384, SHA-512 for P-521, none for Ed25519."""
+    if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
+        return {384: hashes.SHA384(), 521: hashes.SHA512()}.get(key.curve.key_size, hashes.SHA256())
+    if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
+        return hashes.SHA256()
+    return None
+
+
+class LocalSigner:
+    """Signs with a private key held in this process (decrypted from the database at start)."""
+
+    def __init__(self, private_key: PrivateKey) -> None:
+        self._key = private_key
+        self._hash = hash_for_key(private_key)
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self._key.public_key()
+
+    @property
+    def signature_algorithm_oid(self) -> str:
+        if self._hash is None:
+            return ED25519_OID
+        table = _ECDSA_OIDS if isinstance(self._key, ec.EllipticCurvePrivateKey) else _RSA_OIDS
+        return table[self._hash.name]
+
+    def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate:
+        return builder.sign(self._key, self._hash)
+
+    def sign_crl(
+        self, builder: x509.CertificateRevocationListBuilder
+    ) -> x509.CertificateRevocationList:
+        return builder.sign(self._key, self._hash)
+
+    def sign_bytes(self, data: bytes) -> bytes:
+        key = self._key
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            return key.sign(data)
+        assert self._hash is not None
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            return key.sign(data, ec.ECDSA(self._hash))
+        return key.sign(data, padding.PKCS1v15(), self._hash)
