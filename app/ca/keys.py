@@ -108,6 +108,6 @@ def unwrap_private_key(blob: bytes, *, kek: bytes, label: str) -> PrivateKey:
     except InvalidTag as exc:
         raise ValueError(f"cannot decrypt the key of {label}: wrong KEK or damaged row") from exc
     key = serialization.load_der_private_key(der, password=None)
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+    if not isinstance(key, PrivateKey):
         raise ValueError(f"unexpected key type for {label}")
     return key

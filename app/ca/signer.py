@@ -42,10 +42,14 @@ class Signer(Protocol):
     def sign_bytes(self, data: bytes) -> bytes: ...
 
 
-def hash_for_key(key: PrivateKey | PublicKey) -> hashes.HashAlgorithm | None:
+SignatureHash = hashes.SHA256 | hashes.SHA384 | hashes.SHA512
+
+
+def hash_for_key(key: PrivateKey | PublicKey) -> SignatureHash | None:
     """SHA-256 for P-256 and RSA, SHA-384 for P-384, SHA-512 for P-521, none for Ed25519."""
     if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
-        return {384: hashes.SHA384(), 521: hashes.SHA512()}.get(key.curve.key_size, hashes.SHA256())
+        by_size: dict[int, SignatureHash] = {384: hashes.SHA384(), 521: hashes.SHA512()}
+        return by_size.get(key.curve.key_size, hashes.SHA256())
     if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
         return hashes.SHA256()
     return None

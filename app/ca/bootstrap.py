@@ -1,0 +1,64 @@
+"""The CA hierarchy MintCA creates on `init`: a root and an issuing CA under it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from app.ca.issuance import BACKDATE, ValidityWindow, build_ca_certificate, ca_id_for
+from app.ca.keys import PrivateKey, generate_private_key
+from app.ca.serials import new_serial_number
+from app.ca.signer import LocalSigner
+
+ROOT_VALIDITY = timedelta(days=3650)
+ISSUING_VALIDITY = timedelta(days=1825)
+
+
+@dataclass(frozen=True)
+class NewCA:
+    ca_id: str
+    certificate: x509.Certificate
+    private_key: PrivateKey
+
+
+def _name(organization: str, common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def create_root(*, name: str, key_type: str, now: datetime) -> NewCA:
+    key = generate_private_key(key_type)
+    builder = build_ca_certificate(
+        subject=_name(name, f"{name} Root CA"),
+        public_key=key.public_key(),
+        issuer=None,
+        window=ValidityWindow(now - BACKDATE, now + ROOT_VALIDITY),
+        serial_number=new_serial_number(),
+        path_length=1,
+    )
+    certificate = LocalSigner(key).sign_certificate(builder)
+    return NewCA(ca_id_for(key.public_key()), certificate, key)
+
+
+def create_issuing_ca(
+    *, name: str, key_type: str, root: NewCA, now: datetime, generation: int = 1
+) -> NewCA:
+    """An issuing CA with pathLen 0 that never outlives its root."""
+    key = generate_private_key(key_type)
+    builder = build_ca_certificate(
+        subject=_name(name, f"{name} Issuing CA {generation}"),
+        public_key=key.public_key(),
+        issuer=root.certificate,
+        window=ValidityWindow(now - BACKDATE, now + ISSUING_VALIDITY),
+        serial_number=new_serial_number(),
+        path_length=0,
+    )
+    certificate = LocalSigner(root.private_key).sign_certificate(builder)
+    return NewCA(ca_id_for(key.public_key()), certificate, key)

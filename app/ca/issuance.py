@@ -1,0 +1,186 @@
+"""Building certificates: roots, issuing CAs and leaves as unsigned builders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
+
+from app.ca.keys import PublicKey
+from app.ca.names import RequestedNames
+from app.ca.profiles import Profile
+
+# Clients with slightly slow clocks must accept a fresh certificate.
+BACKDATE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """What a leaf needs of the CA that signs it."""
+
+    ca_id: str
+    certificate: x509.Certificate
+
+
+@dataclass(frozen=True)
+class ValidityWindow:
+    not_before: datetime
+    not_after: datetime
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """URLs written into every leaf (from MINTCA_PUBLIC_URL)."""
+
+    base_url: str
+
+    def crl(self, ca_id: str) -> str:
+        return f"{self.base_url}/crl/{ca_id}.crl"
+
+    def delta_crl(self, ca_id: str) -> str:
+        return f"{self.base_url}/crl/{ca_id}-delta.crl"
+
+    def ocsp(self) -> str:
+        return f"{self.base_url}/ocsp"
+
+    def ca_issuers(self, ca_id: str) -> str:
+        return f"{self.base_url}/ca/{ca_id}.crt"
+
+
+def ca_id_for(public_key: PublicKey) -> str:
+    """The stable CA identifier: hex of the key's SHA-1 subject key identifier (RFC 5280
+    §4.2.1.2 method 1). It is written into every certificate, so it never changes."""
+    return x509.SubjectKeyIdentifier.from_public_key(public_key).digest.hex()
+
+
+def leaf_window(now: datetime, validity: timedelta, issuer: x509.Certificate) -> ValidityWindow:
+    """Backdated notBefore; notAfter never past the issuing CA's."""
+    return ValidityWindow(now - BACKDATE, min(now + validity, issuer.not_valid_after_utc))
+
+
+def _key_usage(public_key: PublicKey, *, ca: bool) -> x509.KeyUsage:
+    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=is_rsa and not ca,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def build_ca_certificate(
+    *,
+    subject: x509.Name,
+    public_key: PublicKey,
+    issuer: x509.Certificate | None,
+    window: ValidityWindow,
+    serial_number: int,
+    path_length: int | None,
+) -> x509.CertificateBuilder:
+    """A root (issuer None, self-signed) or an issuing CA under `issuer`."""
+    issuer_name = subject if issuer is None else issuer.subject
+    authority_key = public_key if issuer is None else issuer.public_key()
+    if issuer is not None:  # an issuing CA never outlives its root
+        window = ValidityWindow(
+            window.not_before, min(window.not_after, issuer.not_valid_after_utc)
+        )
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(public_key)
+        .serial_number(serial_number)
+        .not_valid_before(window.not_before)
+        .not_valid_after(window.not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(_key_usage(public_key, ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(authority_key),  # type: ignore[arg-type]  # Ed25519 is accepted at runtime
+            critical=False,
+        )
+    )
+
+
+def build_leaf(
+    *,
+    public_key: PublicKey,
+    names: RequestedNames,
+    profile: Profile,
+    issuer: Issuer,
+    window: ValidityWindow,
+    serial_number: int,
+    endpoints: Endpoints,
+) -> x509.CertificateBuilder:
+    """Every extension comes from the profile; the CSR gives only the key and approved names."""
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, names.common_name)] if names.common_name else []
+    )
+    sans = names.san_entries()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.certificate.subject)
+        .public_key(public_key)
+        .serial_number(serial_number)
+        .not_valid_before(window.not_before)
+        .not_valid_after(window.not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(public_key, ca=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(list(profile.extended_key_usages)), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+                issuer.certificate.extensions.get_extension_for_class(
+                    x509.SubjectKeyIdentifier
+                ).value
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.CRLDistributionPoints(
+                [
+                    x509.DistributionPoint(
+                        full_name=[x509.UniformResourceIdentifier(endpoints.crl(issuer.ca_id))],
+                        relative_name=None,
+                        reasons=None,
+                        crl_issuer=None,
+                    )
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityInformationAccess(
+                [
+                    x509.AccessDescription(
+                        AuthorityInformationAccessOID.OCSP,
+                        x509.UniformResourceIdentifier(endpoints.ocsp()),
+                    ),
+                    x509.AccessDescription(
+                        AuthorityInformationAccessOID.CA_ISSUERS,
+                        x509.UniformResourceIdentifier(endpoints.ca_issuers(issuer.ca_id)),
+                    ),
+                ]
+            ),
+            critical=False,
+        )
+    )
+    if sans:
+        # RFC 5280 §4.2.1.6: critical when the subject is empty.
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=not subject)
+    if profile.ocsp_no_check:
+        builder = builder.add_extension(x509.OCSPNoCheck(), critical=False)
+    return builder
+
+
+def is_ed25519(public_key: PublicKey) -> bool:
+    return isinstance(public_key, ed25519.Ed25519PublicKey)

@@ -1,0 +1,87 @@
+"""Certificate profiles: a profile decides every extension; a CSR only asks for names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from app.ca.names import RequestedNames
+from app.errors import ProfileViolationError
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    extended_key_usages: tuple[x509.ObjectIdentifier, ...]
+    default_validity: timedelta = timedelta(days=30)
+    max_validity: timedelta = timedelta(days=397)
+    requires_host_name: bool = False
+    ocsp_no_check: bool = False
+    enrollable: bool = True  # reachable with a token; `ocsp` certificates are MintCA's own
+
+
+PROFILES: dict[str, Profile] = {
+    profile.name: profile
+    for profile in (
+        Profile("server", (ExtendedKeyUsageOID.SERVER_AUTH,), requires_host_name=True),
+        Profile("client", (ExtendedKeyUsageOID.CLIENT_AUTH,)),
+        Profile("peer", (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)),
+        Profile("admin", (ExtendedKeyUsageOID.CLIENT_AUTH,), default_validity=timedelta(days=90)),
+        Profile(
+            "ocsp",
+            (ExtendedKeyUsageOID.OCSP_SIGNING,),
+            default_validity=timedelta(days=7),
+            max_validity=timedelta(days=30),
+            ocsp_no_check=True,
+            enrollable=False,
+        ),
+    )
+}
+DEFAULT_PROFILE = "peer"
+
+
+def get_profile(name: str) -> Profile:
+    """Raises:
+    ProfileViolationError: no such profile."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ProfileViolationError(
+            f"unknown profile {name!r}; known: {', '.join(sorted(PROFILES))}"
+        ) from None
+
+
+def check_csr_requests(csr: x509.CertificateSigningRequest, profile: Profile) -> None:
+    """Refuse CSRs that ask for more than the profile gives (never silently a CA certificate).
+
+    Raises:
+        ProfileViolationError: CA:TRUE, keyCertSign/cRLSign, or an EKU outside the profile.
+    """
+    for extension in csr.extensions:
+        value = extension.value
+        if isinstance(value, x509.BasicConstraints) and value.ca:
+            raise ProfileViolationError("the CSR asks for CA:TRUE; MintCA issues only leaves")
+        if isinstance(value, x509.KeyUsage) and (value.key_cert_sign or value.crl_sign):
+            raise ProfileViolationError("the CSR asks for keyCertSign or cRLSign")
+        if isinstance(value, x509.ExtendedKeyUsage):
+            extra = [oid for oid in value if oid not in profile.extended_key_usages]
+            if extra:
+                names = ", ".join(getattr(oid, "_name", oid.dotted_string) for oid in extra)
+                raise ProfileViolationError(
+                    f"the CSR asks for extended key usages the profile {profile.name!r} "
+                    f"does not give: {names}"
+                )
+
+
+def check_names_fit_profile(names: RequestedNames, profile: Profile) -> None:
+    """Raises:
+    ProfileViolationError: a server certificate with no DNS or IP name."""
+    if profile.requires_host_name and not any(
+        isinstance(entry, x509.DNSName | x509.IPAddress) for entry in names.san_entries()
+    ):
+        raise ProfileViolationError(
+            f"profile {profile.name!r} needs at least one DNS or IP subjectAltName"
+        )

@@ -1,0 +1,1 @@
+"""Storage: tables, column types, queries and locks. Never policy, never commits."""

@@ -1,0 +1,132 @@
+"""Tables. Timestamps are aware UTC; serials are lowercase hex; DER and wrapped keys are bytes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware UTC; refuses naive datetimes so no local time ever reaches the table."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        # SQLite hands back naive values; they were written as UTC.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[str]: JSON}
+
+
+class CARecord(Base):
+    __tablename__ = "cas"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "root" | "issuing"
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("cas.id"))
+    subject: Mapped[str] = mapped_column(String(1024))
+    serial: Mapped[str] = mapped_column(String(40))
+    cert_der: Mapped[bytes] = mapped_column(LargeBinary)
+    key_wrapped: Mapped[bytes] = mapped_column(LargeBinary)  # AES-GCM under the KEK
+    not_before: Mapped[datetime]
+    not_after: Mapped[datetime]
+    created_at: Mapped[datetime]
+    active: Mapped[bool] = mapped_column(default=False)  # the issuing CA new enrollments use
+    # Last CRL number used (full and delta CRLs share it, RFC 5280 §5.2.3). The row is
+    # locked while a CRL is built, so processes sharing the database never reuse a number.
+    crl_number: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class CertificateRecord(Base):
+    __tablename__ = "certificates"
+    __table_args__ = (
+        Index("ix_certificates_ca_revoked", "ca_id", "revoked_at"),
+        Index("ix_certificates_ca_status_crl", "ca_id", "status_crl_number"),
+    )
+
+    serial: Mapped[str] = mapped_column(String(40), primary_key=True)
+    ca_id: Mapped[str] = mapped_column(ForeignKey("cas.id"), index=True)
+    profile: Mapped[str] = mapped_column(String(32), index=True)
+    common_name: Mapped[str | None] = mapped_column(String(1024))
+    names: Mapped[list[str]]
+    not_before: Mapped[datetime]
+    not_after: Mapped[datetime] = mapped_column(index=True)
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    token_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    revocation_reason: Mapped[str | None] = mapped_column(String(32))  # RFC 5280 name
+    invalidity_date: Mapped[datetime | None]
+    # Number of the first full CRL that shows the latest status change: a delta CRL with
+    # base B lists every certificate whose status_crl_number is above B.
+    status_crl_number: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class TokenRecord(Base):
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 hex
+    profiles: Mapped[list[str]]
+    names: Mapped[list[str]]
+    max_validity_days: Mapped[int | None]
+    expires_at: Mapped[datetime]
+    max_uses: Mapped[int]
+    uses_left: Mapped[int]
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(1024))
+
+
+class CRLRecord(Base):
+    __tablename__ = "crls"
+    __table_args__ = (UniqueConstraint("ca_id", "number", name="uq_crls_ca_number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    ca_id: Mapped[str] = mapped_column(ForeignKey("cas.id"))
+    number: Mapped[int] = mapped_column(BigInteger)
+    delta_base: Mapped[int | None] = mapped_column(BigInteger)  # None for a full CRL
+    this_update: Mapped[datetime]
+    next_update: Mapped[datetime]
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ResponderRecord(Base):
+    """Delegated OCSP responder certificates (profile `ocsp`), keys wrapped like CA keys."""
+
+    __tablename__ = "ocsp_responders"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    ca_id: Mapped[str] = mapped_column(ForeignKey("cas.id"), index=True)
+    serial: Mapped[str] = mapped_column(String(40))
+    cert_der: Mapped[bytes] = mapped_column(LargeBinary)
+    key_wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    not_after: Mapped[datetime]
+    created_at: Mapped[datetime]
+
+
+class AuditRecord(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(1024))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(1024))
+    details: Mapped[dict[str, Any]]
