@@ -30,7 +30,8 @@ UnsuccessfulStatus = Literal[
 _DIGEST_SIZES = {"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
 
 _NONCE_OID = "1.3.6.1.5.5.7.48.1.2"  # id-pkix-ocsp-nonce, RFC 6960 §4.4.1
-# RFC 9654 §2.1 (obsoletes RFC 8954): a nonce is 1 to 128 octets; others are malformedRequest.
+# RFC 9654 §2.1 allows 1 to 128 octets (RFC 8954 had 32); outside that, malformedRequest as
+# RFC 8954 §2.1 required.
 _MAX_NONCE_OCTETS = 128
 
 # Signature AlgorithmIdentifiers the Signer may name. RSA PKCS#1 v1.5 carries NULL parameters
@@ -185,12 +186,25 @@ def _check_extensions(extensions: Any, *, understood: tuple[str, ...]) -> dict[s
     """
     found: dict[str, bytes] = {}
     for extension in extensions:
-        oid: str = extension["extn_id"].dotted
+        # Read as a generic SEQUENCE: asn1crypto's typed Extension decodes extnValue by OID,
+        # which would refuse a bare (RFC 2560 style) nonce and odd extensions we ignore anyway.
+        fields = asn1_core.Sequence.load(extension.dump(), strict=True)
+        if len(fields) not in (2, 3):
+            raise MalformedOCSPRequestError("an Extension has two or three fields")
+        extn_id, extn_value = fields[0], fields[len(fields) - 1]
+        critical = fields[1].native if len(fields) == 3 else False
+        if (
+            not isinstance(extn_id, asn1_core.ObjectIdentifier)
+            or not isinstance(extn_value, asn1_core.OctetString)
+            or not isinstance(critical, bool)
+        ):
+            raise MalformedOCSPRequestError("an Extension is OID, BOOLEAN, OCTET STRING")
+        oid: str = extn_id.dotted
         if oid in found:
             raise MalformedOCSPRequestError(f"extension {oid} appears twice")
-        if extension["critical"].native and oid not in understood:
+        if critical and oid not in understood:
             raise MalformedOCSPRequestError(f"unsupported critical extension {oid}")
-        found[oid] = bytes(extension["extn_value"].contents)
+        found[oid] = bytes(extn_value.contents)
     return found
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -66,6 +75,7 @@ class CertificateRecord(Base):
     profile: Mapped[str] = mapped_column(String(32), index=True)
     common_name: Mapped[str | None] = mapped_column(String(1024))
     names: Mapped[list[str]]
+    names_text: Mapped[str] = mapped_column(String(8192))  # names joined by spaces, for `q`
     not_before: Mapped[datetime]
     not_after: Mapped[datetime] = mapped_column(index=True)
     der: Mapped[bytes] = mapped_column(LargeBinary)

@@ -68,6 +68,7 @@ def upgrade() -> None:
     sa.Column('profile', sa.String(length=32), nullable=False),
     sa.Column('common_name', sa.String(length=1024), nullable=True),
     sa.Column('names', sa.JSON(), nullable=False),
+    sa.Column('names_text', sa.String(length=8192), nullable=False),
     sa.Column('not_before', app.db.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('not_after', app.db.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('der', sa.LargeBinary(), nullable=False),

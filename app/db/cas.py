@@ -1,0 +1,33 @@
+"""Queries on the `cas` table, including the row lock that orders CRL numbers."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app.db.models import CARecord
+
+
+def list_cas(session: Session) -> list[CARecord]:
+    return list(session.scalars(select(CARecord).order_by(CARecord.created_at, CARecord.id)))
+
+
+def find_ca(session: Session, ca_id: str) -> CARecord | None:
+    return session.get(CARecord, ca_id)
+
+
+def lock_ca(session: Session, ca_id: str) -> CARecord:
+    """Lock the CA row for the rest of the transaction (FOR UPDATE on PostgreSQL; on SQLite
+    the write transaction began IMMEDIATE and already holds the database's write lock)."""
+    record = session.scalars(select(CARecord).where(CARecord.id == ca_id).with_for_update()).one()
+    session.refresh(record)
+    return record
+
+
+def any_ca_exists(session: Session) -> bool:
+    return session.scalar(select(CARecord.id).limit(1)) is not None
+
+
+def set_active_issuer(session: Session, ca_id: str) -> None:
+    session.execute(update(CARecord).where(CARecord.kind == "issuing").values(active=False))
+    session.execute(update(CARecord).where(CARecord.id == ca_id).values(active=True))

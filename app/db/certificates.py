@@ -1,0 +1,105 @@
+"""Queries on the `certificates` table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Select, or_, select
+from sqlalchemy.orm import Session
+
+from app.db.models import CertificateRecord
+
+
+def find_certificate(session: Session, serial: str) -> CertificateRecord | None:
+    return session.get(CertificateRecord, serial)
+
+
+def lock_certificate(session: Session, serial: str) -> CertificateRecord | None:
+    return session.scalars(
+        select(CertificateRecord).where(CertificateRecord.serial == serial).with_for_update()
+    ).one_or_none()
+
+
+def find_many(session: Session, ca_id: str, serials: Sequence[str]) -> list[CertificateRecord]:
+    return list(
+        session.scalars(
+            select(CertificateRecord).where(
+                CertificateRecord.ca_id == ca_id, CertificateRecord.serial.in_(serials)
+            )
+        )
+    )
+
+
+def revoked_on(session: Session, ca_id: str, at: datetime) -> list[CertificateRecord]:
+    """Revoked certificates of a CA that have not expired by `at`: the full CRL's entries."""
+    return list(
+        session.scalars(
+            select(CertificateRecord)
+            .where(
+                CertificateRecord.ca_id == ca_id,
+                CertificateRecord.revoked_at.is_not(None),
+                CertificateRecord.not_after > at,
+            )
+            .order_by(CertificateRecord.serial)
+        )
+    )
+
+
+def changed_since(session: Session, ca_id: str, crl_number: int) -> list[CertificateRecord]:
+    """Certificates whose status changed after the full CRL `crl_number`: a delta's entries."""
+    return list(
+        session.scalars(
+            select(CertificateRecord)
+            .where(
+                CertificateRecord.ca_id == ca_id,
+                CertificateRecord.status_crl_number > crl_number,
+            )
+            .order_by(CertificateRecord.serial)
+        )
+    )
+
+
+def search(
+    session: Session,
+    *,
+    now: datetime,
+    status: str | None,
+    q: str | None,
+    profile: str | None,
+    ca_id: str | None,
+    expiring_before: datetime | None,
+    after_serial: str | None,
+    limit: int,
+) -> list[CertificateRecord]:
+    """Admin listing, ordered by serial for stable keyset pagination."""
+    query: Select[tuple[CertificateRecord]] = select(CertificateRecord)
+    if status == "revoked":
+        query = query.where(CertificateRecord.revoked_at.is_not(None))
+    elif status == "expired":
+        query = query.where(
+            CertificateRecord.revoked_at.is_(None), CertificateRecord.not_after <= now
+        )
+    elif status == "good":
+        query = query.where(
+            CertificateRecord.revoked_at.is_(None), CertificateRecord.not_after > now
+        )
+    if q:
+        pattern = f"%{q.lower()}%"
+        query = query.where(
+            or_(
+                CertificateRecord.common_name.ilike(pattern),
+                CertificateRecord.names_text.ilike(pattern),
+            )
+        )
+    if profile:
+        query = query.where(CertificateRecord.profile == profile)
+    if ca_id:
+        query = query.where(CertificateRecord.ca_id == ca_id)
+    if expiring_before is not None:
+        query = query.where(
+            CertificateRecord.not_after <= expiring_before, CertificateRecord.not_after > now
+        )
+    if after_serial is not None:
+        query = query.where(CertificateRecord.serial > after_serial)
+    return list(session.scalars(query.order_by(CertificateRecord.serial).limit(limit)))

@@ -1,0 +1,32 @@
+"""Queries on the `crls` table."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from app.db.models import CRLRecord
+
+
+def latest(session: Session, ca_id: str, *, delta: bool) -> CRLRecord | None:
+    kind = CRLRecord.delta_base.is_not(None) if delta else CRLRecord.delta_base.is_(None)
+    return session.scalars(
+        select(CRLRecord)
+        .where(CRLRecord.ca_id == ca_id, kind)
+        .order_by(CRLRecord.number.desc())
+        .limit(1)
+    ).one_or_none()
+
+
+def oldest_current_full_number(session: Session, ca_id: str, now: datetime) -> int | None:
+    """The smallest number of a full CRL still within its validity: any relying party
+    holding a current full CRL holds this one or a newer one, so it is the delta's base."""
+    return session.scalar(
+        select(func.min(CRLRecord.number)).where(
+            CRLRecord.ca_id == ca_id,
+            CRLRecord.delta_base.is_(None),
+            CRLRecord.next_update > now,
+        )
+    )

@@ -1,0 +1,156 @@
+"""Issued certificates: signing a leaf, storing its row, and reading its status."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy.orm import Session
+
+from app.ca.issuance import Endpoints, build_leaf, leaf_window
+from app.ca.keys import PublicKey
+from app.ca.names import RequestedNames
+from app.ca.profiles import Profile
+from app.ca.serials import format_serial, new_serial_number, parse_serial
+from app.clock import Clock
+from app.db import certificates as certificate_queries
+from app.db.engine import Database
+from app.db.models import CertificateRecord
+from app.errors import NotFoundError
+from app.services.keyring import Authority
+
+
+@dataclass(frozen=True)
+class CertificateInfo:
+    serial: str
+    ca_id: str
+    profile: str
+    common_name: str | None
+    names: list[str]
+    not_before: datetime
+    not_after: datetime
+    created_at: datetime
+    revoked_at: datetime | None
+    revocation_reason: str | None  # RFC 5280 name, e.g. "keyCompromise"
+    invalidity_date: datetime | None
+    der: bytes
+
+    def status(self, now: datetime) -> str:
+        """`revoked` (a hold included), else `expired`, else `good`."""
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.not_after <= now else "good"
+
+
+def info_from_record(record: CertificateRecord) -> CertificateInfo:
+    return CertificateInfo(
+        serial=record.serial,
+        ca_id=record.ca_id,
+        profile=record.profile,
+        common_name=record.common_name,
+        names=list(record.names),
+        not_before=record.not_before,
+        not_after=record.not_after,
+        created_at=record.created_at,
+        revoked_at=record.revoked_at,
+        revocation_reason=record.revocation_reason,
+        invalidity_date=record.invalidity_date,
+        der=record.der,
+    )
+
+
+def sign_leaf(
+    authority: Authority,
+    *,
+    public_key: PublicKey,
+    names: RequestedNames,
+    profile: Profile,
+    validity: timedelta,
+    now: datetime,
+    endpoints: Endpoints,
+) -> x509.Certificate:
+    builder = build_leaf(
+        public_key=public_key,
+        names=names,
+        profile=profile,
+        issuer=authority.issuer,
+        window=leaf_window(now, validity, authority.certificate),
+        serial_number=new_serial_number(),
+        endpoints=endpoints,
+    )
+    return authority.signer.sign_certificate(builder)
+
+
+def store_certificate(
+    session: Session,
+    certificate: x509.Certificate,
+    *,
+    ca_id: str,
+    profile: str,
+    names: RequestedNames,
+    token_id: str | None,
+    now: datetime,
+) -> CertificateRecord:
+    all_names = names.all()
+    record = CertificateRecord(
+        serial=format_serial(certificate.serial_number),
+        ca_id=ca_id,
+        profile=profile,
+        common_name=names.common_name,
+        names=all_names,
+        names_text=" ".join(all_names).lower(),
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+        der=certificate.public_bytes(Encoding.DER),
+        token_id=token_id,
+        created_at=now,
+    )
+    session.add(record)
+    return record
+
+
+class CertificateService:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    def get(self, serial: str) -> CertificateInfo:
+        """Raises:
+        InvalidSerialError: not a serial number.
+        NotFoundError: MintCA never issued it."""
+        key = format_serial(parse_serial(serial))
+        with self._db.read() as session:
+            record = certificate_queries.find_certificate(session, key)
+        if record is None:
+            raise NotFoundError(f"no certificate with serial {key}")
+        return info_from_record(record)
+
+    def search(
+        self,
+        *,
+        status: str | None = None,
+        q: str | None = None,
+        profile: str | None = None,
+        ca_id: str | None = None,
+        expiring_within: timedelta | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> tuple[list[CertificateInfo], str | None]:
+        """A page of certificates and the cursor of the next page (None on the last)."""
+        now = self._clock.now()
+        with self._db.read() as session:
+            records = certificate_queries.search(
+                session,
+                now=now,
+                status=status,
+                q=q,
+                profile=profile,
+                ca_id=ca_id,
+                expiring_before=now + expiring_within if expiring_within else None,
+                after_serial=cursor,
+                limit=limit + 1,
+            )
+        items = [info_from_record(r) for r in records[:limit]]
+        return items, items[-1].serial if len(records) > limit else None

@@ -1,0 +1,64 @@
+"""Services: every use case of one process, built once around one Database and one Keyring."""
+
+from __future__ import annotations
+
+import logging
+
+from app.ca.issuance import Endpoints
+from app.clock import Clock, SystemClock
+from app.config import Settings
+from app.db.engine import Database
+from app.services.audit import AuditService
+from app.services.certificates import CertificateService
+from app.services.crls import CRLService
+from app.services.enrollment import EnrollmentService
+from app.services.keyring import Keyring, load_kek
+from app.services.ocsp import OCSPService
+from app.services.peers import PeerService
+from app.services.responders import ResponderService
+from app.services.revocation import RevocationService
+from app.services.tokens import TokenService
+
+log = logging.getLogger(__name__)
+
+
+class Services:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.db = Database(settings.effective_database_url, pool_size=16)
+        self.keyring = Keyring(self.db, load_kek(settings))
+        self.keyring.load()
+        endpoints = Endpoints(settings.base_url)
+        self.endpoints = endpoints
+        self.audit = AuditService(self.db)
+        self.tokens = TokenService(self.db, self.clock)
+        self.certificates = CertificateService(self.db, self.clock)
+        self.enrollment = EnrollmentService(
+            self.db, self.clock, self.keyring, self.tokens, endpoints
+        )
+        self.crls = CRLService(self.db, self.clock, self.keyring, endpoints, settings.crl_validity)
+        self.revocation = RevocationService(self.db, self.clock, self.crls)
+        self.responders = ResponderService(self.db, self.clock, self.keyring, endpoints)
+        self.ocsp = OCSPService(
+            self.db,
+            self.clock,
+            self.keyring,
+            self.responders,
+            validity=settings.ocsp_validity,
+            delegated=settings.ocsp_signer == "delegated",
+        )
+        self.peers = PeerService(self.db, self.clock)
+
+    def ready(self) -> bool:
+        """The database answers and an issuing CA is loaded."""
+        try:
+            self.db.ping()
+            self.keyring.active_issuer()
+        except Exception:  # any failure means "not ready"; /ready says 503
+            log.warning("readiness check failed", exc_info=True)
+            return False
+        return True
+
+    def close(self) -> None:
+        self.db.dispose()

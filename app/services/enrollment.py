@@ -1,0 +1,135 @@
+"""Enrollment with a one-time token: decide, sign outside the transaction, then spend the token
+and store the certificate together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from cryptography import x509
+
+from app.ca.csr import check_csr, load_csr
+from app.ca.issuance import Endpoints
+from app.ca.names import check_names_allowed, read_requested_names
+from app.ca.profiles import Profile, check_csr_requests, check_names_fit_profile, get_profile
+from app.ca.serials import format_serial
+from app.clock import Clock
+from app.db.engine import Database
+from app.db.tokens import spend_use
+from app.errors import ProfileViolationError, TokenRejectedError
+from app.services.audit import record
+from app.services.certificates import sign_leaf, store_certificate
+from app.services.keyring import Keyring
+from app.services.tokens import TokenGrant, TokenService
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    serial: str
+    certificate: x509.Certificate
+    chain: list[x509.Certificate]  # the issuing CA, then its parents up to the root
+    profile: str
+
+
+def choose_validity(profile: Profile, grant: TokenGrant, requested_days: int | None) -> timedelta:
+    """The requested validity, or the profile's default, within the token's and profile's
+    bounds.
+
+    Raises:
+        ProfileViolationError: more than the token or profile allows (never clamped silently).
+    """
+    limit = profile.max_validity
+    if grant.max_validity_days is not None:
+        limit = min(limit, timedelta(days=grant.max_validity_days))
+    if requested_days is None:
+        return min(profile.default_validity, limit)
+    if requested_days < 1:
+        raise ProfileViolationError("validity_days must be at least 1")
+    if timedelta(days=requested_days) > limit:
+        raise ProfileViolationError(
+            f"validity_days {requested_days} exceeds the {limit.days} days that the token "
+            f"and profile {profile.name!r} allow"
+        )
+    return timedelta(days=requested_days)
+
+
+class EnrollmentService:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        keyring: Keyring,
+        tokens: TokenService,
+        endpoints: Endpoints,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._keyring = keyring
+        self._tokens = tokens
+        self._endpoints = endpoints
+
+    def enroll(
+        self,
+        *,
+        token: str | None,
+        csr_data: bytes | str,
+        profile: str | None = None,
+        validity_days: int | None = None,
+    ) -> IssuedCertificate:
+        """Issue a certificate for a CSR that a token allows.
+
+        Raises:
+            TokenRejectedError: missing, unknown, expired or used-up token.
+            MalformedCSRError, CSRSignatureError, UnsupportedKeyError: a bad CSR.
+            ProfileViolationError: a profile, validity or extension the token or profile
+                does not give.
+            NameNotAllowedError: a name outside the token's names.
+        """
+        grant = self._tokens.authenticate(token)
+        csr = load_csr(csr_data)
+        public_key = check_csr(csr)
+        profile_name = profile or grant.profiles[0]
+        if profile_name not in grant.profiles:
+            raise ProfileViolationError(
+                f"the token allows the profiles {', '.join(grant.profiles)}, not {profile_name!r}"
+            )
+        chosen = get_profile(profile_name)
+        check_csr_requests(csr, chosen)
+        names = read_requested_names(csr)
+        check_names_allowed(names, list(grant.names))
+        check_names_fit_profile(names, chosen)
+        validity = choose_validity(chosen, grant, validity_days)
+
+        authority = self._keyring.active_issuer()
+        now = self._clock.now()
+        certificate = sign_leaf(
+            authority,
+            public_key=public_key,
+            names=names,
+            profile=chosen,
+            validity=validity,
+            now=now,
+            endpoints=self._endpoints,
+        )
+        serial = format_serial(certificate.serial_number)
+        with self._db.write() as session:
+            if not spend_use(session, grant.id, now):
+                raise TokenRejectedError("the token is unknown, expired or used up")
+            store_certificate(
+                session,
+                certificate,
+                ca_id=authority.ca_id,
+                profile=chosen.name,
+                names=names,
+                token_id=grant.id,
+                now=now,
+            )
+            record(
+                session,
+                at=now,
+                actor=f"token:{grant.id}",
+                action="certificate.issue",
+                target=serial,
+                details={"profile": chosen.name, "names": names.all(), "ca_id": authority.ca_id},
+            )
+        return IssuedCertificate(serial, certificate, self._keyring.chain(authority), chosen.name)

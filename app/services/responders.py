@@ -1,0 +1,120 @@
+"""Delegated OCSP responders: one `ocsp`-profile certificate per CA, issued by MintCA itself
+and replaced well before it expires. Keys are wrapped with the KEK like CA keys."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from app.ca.issuance import Endpoints
+from app.ca.keys import generate_private_key, unwrap_private_key, wrap_private_key
+from app.ca.names import RequestedNames
+from app.ca.profiles import PROFILES
+from app.ca.serials import format_serial
+from app.ca.signer import LocalSigner, Signer
+from app.clock import Clock
+from app.db import responders as responder_queries
+from app.db.cas import lock_ca
+from app.db.engine import Database
+from app.db.models import ResponderRecord
+from app.services.audit import record
+from app.services.certificates import sign_leaf, store_certificate
+from app.services.keyring import Authority, Keyring
+
+RESPONDER_VALIDITY = timedelta(days=7)
+# Replace with two days left, so an answer signed now never outlives its signer's certificate
+# by much and a stopped replica has time to notice.
+RENEW_BEFORE = timedelta(days=2)
+
+
+@dataclass(frozen=True)
+class Responder:
+    certificate: x509.Certificate
+    signer: Signer
+
+
+class ResponderService:
+    def __init__(self, db: Database, clock: Clock, keyring: Keyring, endpoints: Endpoints) -> None:
+        self._db = db
+        self._clock = clock
+        self._keyring = keyring
+        self._endpoints = endpoints
+        self._lock = threading.Lock()
+        self._current: dict[str, Responder] = {}
+
+    def current(self, authority: Authority) -> Responder:
+        """The responder for a CA, loaded once and replaced when it nears expiry."""
+        responder = self._current.get(authority.ca_id)
+        if responder is not None and not self._due(responder.certificate):
+            return responder
+        with self._lock:
+            responder = self._current.get(authority.ca_id)
+            if responder is None or self._due(responder.certificate):
+                responder = self._load_or_issue(authority)
+                self._current[authority.ca_id] = responder
+            return responder
+
+    def _due(self, certificate: x509.Certificate) -> bool:
+        return certificate.not_valid_after_utc - self._clock.now() < RENEW_BEFORE
+
+    def _load_or_issue(self, authority: Authority) -> Responder:
+        with self._db.write() as session:
+            lock_ca(session, authority.ca_id)  # one replica issues; the others then load it
+            row = responder_queries.newest_for(session, authority.ca_id)
+            if row is not None:
+                responder = self._from_row(row)
+                if not self._due(responder.certificate):
+                    return responder
+            now = self._clock.now()
+            key = generate_private_key("ec-p256")
+            ca_name = authority.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+            names = RequestedNames(common_name=f"{ca_name[0].value!s} OCSP Responder")
+            certificate = sign_leaf(
+                authority,
+                public_key=key.public_key(),
+                names=names,
+                profile=PROFILES["ocsp"],
+                validity=RESPONDER_VALIDITY,
+                now=now,
+                endpoints=self._endpoints,
+            )
+            serial = format_serial(certificate.serial_number)
+            store_certificate(
+                session,
+                certificate,
+                ca_id=authority.ca_id,
+                profile="ocsp",
+                names=names,
+                token_id=None,
+                now=now,
+            )
+            session.add(
+                ResponderRecord(
+                    ca_id=authority.ca_id,
+                    serial=serial,
+                    cert_der=certificate.public_bytes(Encoding.DER),
+                    key_wrapped=wrap_private_key(
+                        key, kek=self._keyring.kek, label=f"ocsp:{serial}"
+                    ),
+                    not_after=certificate.not_valid_after_utc,
+                    created_at=now,
+                )
+            )
+            record(
+                session,
+                at=now,
+                actor="mintca",
+                action="ocsp_responder.issue",
+                target=serial,
+                details={"ca_id": authority.ca_id},
+            )
+            return Responder(certificate, LocalSigner(key))
+
+    def _from_row(self, row: ResponderRecord) -> Responder:
+        key = unwrap_private_key(row.key_wrapped, kek=self._keyring.kek, label=f"ocsp:{row.serial}")
+        return Responder(x509.load_der_x509_certificate(row.cert_der), LocalSigner(key))

@@ -1,0 +1,121 @@
+"""Revocation and holds: the status change, the CRL that shows it and the audit row commit
+together, so a relying party sees it at once in OCSP and in the next CRL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from app.ca.serials import format_serial, parse_serial
+from app.clock import Clock
+from app.db import certificates as certificate_queries
+from app.db.engine import Database
+from app.errors import ConflictError, InvalidReasonError, NotFoundError
+from app.services.audit import record
+from app.services.certificates import CertificateInfo, info_from_record
+from app.services.crls import REASON_BY_NAME, CRLService
+
+HOLD = "certificateHold"
+
+
+def check_reason(reason: str) -> str:
+    """Raises:
+    InvalidReasonError: not an RFC 5280 reason name, or `removeFromCRL` (a delta CRL
+        artefact, never a reason an operator gives)."""
+    if reason not in REASON_BY_NAME:
+        raise InvalidReasonError(
+            f"unknown reason {reason!r}; use one of {', '.join(REASON_BY_NAME)}"
+        )
+    return reason
+
+
+class RevocationService:
+    def __init__(self, db: Database, clock: Clock, crls: CRLService) -> None:
+        self._db = db
+        self._clock = clock
+        self._crls = crls
+
+    def revoke(
+        self,
+        serial: str,
+        *,
+        reason: str,
+        invalidity_date: datetime | None,
+        actor: str,
+    ) -> CertificateInfo:
+        """Revoke (or hold) a certificate and publish the CRLs of its CA.
+
+        Raises:
+            InvalidSerialError, InvalidReasonError: bad input.
+            NotFoundError: MintCA never issued this serial.
+            ConflictError: already revoked, unless a hold moves to a final reason.
+        """
+        key = format_serial(parse_serial(serial))
+        check_reason(reason)
+        now = self._clock.now()
+        with self._db.write() as session:
+            found = certificate_queries.find_certificate(session, key)
+            if found is None:
+                raise NotFoundError(f"no certificate with serial {key}")
+            # Lock the CA first, then the certificate: every writer takes them in this order.
+            number = self._crls.reserve_number(session, found.ca_id)
+            certificate = certificate_queries.lock_certificate(session, key)
+            assert certificate is not None
+            session.refresh(certificate)
+            previous = certificate.revocation_reason
+            if certificate.revoked_at is not None and not (previous == HOLD and reason != HOLD):
+                raise ConflictError(
+                    f"certificate {key} is already revoked ({previous}); only a hold can "
+                    "move to a final reason"
+                )
+            if previous != HOLD:
+                certificate.revoked_at = now
+            certificate.revocation_reason = reason
+            certificate.invalidity_date = invalidity_date
+            certificate.status_crl_number = number
+            session.flush()
+            crl = self._crls.publish(session, certificate.ca_id, now=now)
+            record(
+                session,
+                at=now,
+                actor=actor,
+                action="certificate.revoke",
+                target=key,
+                details={"reason": reason, "previous": previous, "crl_number": crl.number},
+            )
+            return info_from_record(certificate)
+
+    def unhold(self, serial: str, *, actor: str) -> CertificateInfo:
+        """Lift a `certificateHold`.
+
+        Raises:
+            InvalidSerialError: bad input.
+            NotFoundError: MintCA never issued this serial.
+            ConflictError: the certificate is not on hold.
+        """
+        key = format_serial(parse_serial(serial))
+        now = self._clock.now()
+        with self._db.write() as session:
+            found = certificate_queries.find_certificate(session, key)
+            if found is None:
+                raise NotFoundError(f"no certificate with serial {key}")
+            number = self._crls.reserve_number(session, found.ca_id)
+            certificate = certificate_queries.lock_certificate(session, key)
+            assert certificate is not None
+            session.refresh(certificate)
+            if certificate.revocation_reason != HOLD:
+                raise ConflictError(f"certificate {key} is not on hold")
+            certificate.revoked_at = None
+            certificate.revocation_reason = None
+            certificate.invalidity_date = None
+            certificate.status_crl_number = number
+            session.flush()
+            crl = self._crls.publish(session, certificate.ca_id, now=now)
+            record(
+                session,
+                at=now,
+                actor=actor,
+                action="certificate.unhold",
+                target=key,
+                details={"crl_number": crl.number},
+            )
+            return info_from_record(certificate)
