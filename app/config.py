@@ -41,8 +41,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./data")
     database_url: str | None = None
-    public_bind: str = "0.0.0.0:8080"  # noqa: S104 - a CA's public listener serves the network
-    mtls_bind: str = "0.0.0.0:8443"  # noqa: S104
+    public_bind: str = "0.0.0.0:8080"
+    mtls_bind: str = "0.0.0.0:8443"
     public_url: str = "http://localhost:8080"
     public_tls: bool = False
     kek: str | None = Field(default=None, repr=False)

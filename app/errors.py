@@ -1,23 +1,23 @@
 """The domain error hierarchy. Every error knows its HTTP status; app.api.problems maps them.
 
-    MintCAError
-    ├── InvalidRequestError           400
-    │   ├── MalformedCSRError
-    │   ├── CSRSignatureError
-    │   ├── UnsupportedKeyError
-    │   ├── ProfileViolationError
-    │   ├── InvalidSerialError
-    │   └── InvalidReasonError
-    ├── AuthenticationError           401
-    │   └── TokenRejectedError
-    ├── PermissionDeniedError         403
-    │   ├── NameNotAllowedError
-    │   └── PeerRejectedError
-    ├── NotFoundError                 404
-    ├── ConflictError                 409
-    ├── PayloadTooLargeError          413
-    ├── UnsupportedMediaTypeError     415
-    └── ServiceUnavailableError       503
+MintCAError
+├── InvalidRequestError           400
+│   ├── MalformedCSRError
+│   ├── CSRSignatureError
+│   ├── UnsupportedKeyError
+│   ├── ProfileViolationError
+│   ├── InvalidSerialError
+│   └── InvalidReasonError
+├── AuthenticationError           401
+│   └── TokenRejectedError
+├── PermissionDeniedError         403
+│   ├── NameNotAllowedError
+│   └── PeerRejectedError
+├── NotFoundError                 404
+├── ConflictError                 409
+├── PayloadTooLargeError          413
+├── UnsupportedMediaTypeError     415
+└── ServiceUnavailableError       503
 """
 
 from __future__ import annotations

@@ -181,7 +181,7 @@ def _load_ocsp_request(der: bytes) -> OCSPRequestInfo:
 def _check_extensions(extensions: Any, *, understood: tuple[str, ...]) -> dict[str, bytes]:
     """Return the raw extnValue contents by OID; unknown critical ones and repeats are errors.
 
-    RFC 6960 §4.4: unrecognised extensions are ignored unless critical; RFC 5280 §4.2: an
+    RFC 6960 §4.1.2: unrecognised extensions are ignored unless critical; RFC 5280 §4.2: an
     extension appears at most once.
     """
     found: dict[str, bytes] = {}
@@ -210,7 +210,7 @@ def _check_extensions(extensions: Any, *, understood: tuple[str, ...]) -> dict[s
 
 def _check_nonce(raw: bytes) -> None:
     # RFC 9654 §2.1: extnValue holds an OCTET STRING of 1..128 octets. Clients that put the
-    # nonce in extnValue bare (RFC 2560 readers) are measured on the bare value.
+    # nonce in extnValue bare (RFC 2560 §4.4.1 read literally) are measured on the bare value.
     try:
         value: bytes = asn1_core.OctetString.load(raw, strict=True).native
     except _DECODE_ERRORS:
@@ -281,10 +281,11 @@ def build_ocsp_response(
     spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if signer.public_key.public_bytes(*spki) != responder_cert.public_key().public_bytes(*spki):
         raise ValueError("responder_cert does not certify the signer's key")
-    # RFC 5019 §2.2.2 and RFC 6960 §4.2.2.3: ResponderID byKey, the SHA-1 of the responder's
-    # subjectPublicKey value.
-    key_hash = hashlib.sha1(  # noqa: S324 -- a key identifier fixed by the RFC, not a security use
-        _public_key_bits(_asn1_certificate(responder_cert)["tbs_certificate"])
+    # ResponderID byKey, as the RFC 5019 profile prefers: KeyHash is the SHA-1 of the
+    # responder's subjectPublicKey value (RFC 6960 §4.2.1), an identifier, not a security use.
+    key_hash = hashlib.sha1(
+        _public_key_bits(_asn1_certificate(responder_cert)["tbs_certificate"]),
+        usedforsecurity=False,
     ).digest()
     response_data: dict[str, Any] = {
         "responder_id": asn1_ocsp.ResponderId(name="by_key", value=key_hash),
@@ -309,7 +310,7 @@ def build_ocsp_response(
         {
             "response_status": "successful",
             "response_bytes": {
-                # RFC 6960 §4.2.1: id-pkix-ocsp-basic, the only type clients must accept.
+                # RFC 6960 §4.2.1: id-pkix-ocsp-basic, the type every client can process.
                 "response_type": "basic_ocsp_response",
                 "response": asn1_core.ParsableOctetString(
                     asn1_ocsp.BasicOCSPResponse(basic).dump()
@@ -367,7 +368,7 @@ def _signature_algorithm(oid: str) -> Any:
 
 
 def _generalized_time(value: datetime) -> Any:
-    # RFC 5280 §4.1.2.5.2 (which RFC 6960 follows): Zulu, whole seconds, no fractions.
+    # GeneralizedTime as RFC 5280 §4.1.2.5.2 has it: Zulu, with seconds, no fractions.
     _require_aware(value, "an OCSP time")
     return asn1_core.GeneralizedTime(value.astimezone(UTC).replace(microsecond=0))
 

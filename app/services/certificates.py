@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -21,6 +22,8 @@ from app.db.models import CertificateRecord
 from app.errors import NotFoundError
 from app.services.keyring import Authority
 
+CertificateStatus = Literal["good", "revoked", "expired"]
+
 
 @dataclass(frozen=True)
 class CertificateInfo:
@@ -37,7 +40,7 @@ class CertificateInfo:
     invalidity_date: datetime | None
     der: bytes
 
-    def status(self, now: datetime) -> str:
+    def status(self, now: datetime) -> CertificateStatus:
         """`revoked` (a hold included), else `expired`, else `good`."""
         if self.revoked_at is not None:
             return "revoked"

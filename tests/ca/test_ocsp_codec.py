@@ -20,6 +20,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pkilint import loader as pkilint_loader
+from pkilint import pkix
+from pkilint.pkix import extension as pkilint_extension
+from pkilint.pkix import name as pkilint_name
+from pkilint.pkix import ocsp as pkilint_ocsp
 
 from app.ca.keys import PrivateKey, PublicKey, generate_private_key
 from app.ca.ocsp import (
@@ -50,7 +55,6 @@ NONCE_OID = "1.3.6.1.5.5.7.48.1.2"
 @dataclass(frozen=True)
 class Pki:
     root: x509.Certificate
-    issuer_key: PrivateKey
     issuer: x509.Certificate
     responders: dict[str, tuple[PrivateKey, x509.Certificate]]
     leaf_a: x509.Certificate
@@ -138,7 +142,7 @@ def pki() -> Pki:
         )
         for name in "ab"
     ]
-    return Pki(root, issuer_key, issuer, responders, leaves[0], leaves[1])
+    return Pki(root, issuer, responders, leaves[0], leaves[1])
 
 
 def _cryptography_request(pki: Pki, algorithm: hashes.HashAlgorithm, nonce: bytes | None) -> bytes:
@@ -151,7 +155,7 @@ def _cryptography_request(pki: Pki, algorithm: hashes.HashAlgorithm, nonce: byte
 def _asn1_request(
     cert_ids: list[dict[str, Any]],
     *,
-    extensions: list[dict[str, Any]] | None = None,
+    extensions: list[Any] | None = None,
     version: int = 0,
 ) -> bytes:
     tbs: dict[str, Any] = {"version": version, "request_list": [{"req_cert": c} for c in cert_ids]}
@@ -587,9 +591,8 @@ def test_openssl_verifies_a_two_certificate_response(
     """`openssl ocsp -cert a -cert b` against a delegated responder (EKU OCSPSigning)."""
     signer, responder = _responder_signer(pki, key_type)
     _write_pems(pki, tmp_path)
-    client, trust = _CLIENT, _TRUST
 
-    made = _run_openssl(*client, "-reqout", "req.der", cwd=tmp_path)
+    made = _run_openssl(*_CLIENT, "-reqout", "req.der", cwd=tmp_path)
     assert made.returncode == 0, made.stderr
     info = load_ocsp_request((tmp_path / "req.der").read_bytes())
     assert [cid.serial_number for cid in info.cert_ids] == [
@@ -623,17 +626,17 @@ def test_openssl_verifies_a_two_certificate_response(
 
     # The request's nonce must come back: with -reqin openssl compares the two.
     echoed = _run_openssl(
-        "-reqin", "req.der", "-respin", "resp.der", *trust, "-resp_text", cwd=tmp_path
+        "-reqin", "req.der", "-respin", "resp.der", *_TRUST, "-resp_text", cwd=tmp_path
     )
     assert echoed.returncode == 0, echoed.stderr
     assert echoed.stderr.strip() == "Response verify OK"
-    assert f"OCSP Nonce: \n            {info.nonce.hex().upper()}\n" in echoed.stdout
+    assert re.search(rf"OCSP Nonce:\s+{info.nonce.hex().upper()}\n", echoed.stdout)
     answers = re.findall(r"Serial Number: ([0-9A-F]+)\n\s*Cert Status: (\w+)", echoed.stdout)
     assert answers == [(_openssl_hex(pki.leaf_a), "good"), (_openssl_hex(pki.leaf_b), "revoked")]
     assert "Revocation Reason: keyCompromise (0x1)" in echoed.stdout
 
     # What the client prints per certificate, matching our SingleResponses to its CertIDs.
-    summary = _run_openssl(*client, "-no_nonce", "-respin", "resp.der", *trust, cwd=tmp_path)
+    summary = _run_openssl(*_CLIENT, "-no_nonce", "-respin", "resp.der", *_TRUST, cwd=tmp_path)
     assert summary.returncode == 0, summary.stderr
     assert summary.stderr.strip() == "Response verify OK"
     assert "a.pem: good" in summary.stdout
@@ -683,6 +686,34 @@ def test_signature_verifies_for_each_key_type(pki: Pki, key_type: str) -> None:
     oid_der = asn1_core.ObjectIdentifier(signer.signature_algorithm_oid).dump()
     null = b"\x05\x00" if key_type.startswith("rsa") else b""
     assert algorithm.dump() == _tlv(0x30, oid_der + null)
+
+
+@pytest.mark.parametrize("key_type", RESPONDER_KEY_TYPES)
+def test_pkilint_finds_nothing(pki: Pki, key_type: str) -> None:
+    """pkilint's RFC 6960 linter, the same checks as `lint_ocsp_response lint -s ALL`."""
+    signer, responder = _responder_signer(pki, key_type)
+    info = load_ocsp_request(_cryptography_request(pki, hashes.SHA1(), NONCE))
+    der = build_ocsp_response(
+        [_single_status(pki, "revoked", x509.ReasonFlags.key_compromise)],
+        signer=signer,
+        responder_cert=responder,
+        produced_at=PRODUCED_AT,
+        nonce=info.nonce,
+        certs=[responder],
+    )
+    validator = pkilint_ocsp.create_pkix_ocsp_response_validator_container(
+        [
+            pkilint_ocsp.create_response_decoder(),
+            pkix.create_attribute_decoder(pkilint_name.ATTRIBUTE_TYPE_MAPPINGS),
+            pkix.create_extension_decoder(pkilint_extension.EXTENSION_MAPPINGS),
+        ],
+        [],
+    )
+    document = pkilint_loader.RFC6960OCSPResponseDocumentLoader().load_der_document(der, "response")
+
+    results = validator.validate(document.root)
+
+    assert [f for r in results for f in r.finding_descriptions] == []
 
 
 def test_signer_must_match_responder_cert(pki: Pki) -> None:

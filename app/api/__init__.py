@@ -1,0 +1,1 @@
+"""HTTP: decoding requests, representations, caching headers, error mapping, route lists."""

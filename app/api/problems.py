@@ -1,0 +1,71 @@
+"""RFC 9457 problem documents: the one place that turns errors into HTTP answers."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: TID251 - mapped here, never raised
+from starlette.responses import Response
+
+from app.api.media import PROBLEM_JSON
+from app.errors import MintCAError
+
+log = logging.getLogger(__name__)
+
+# Problem types are URNs: stable names that clients can match on, with no promise of a page.
+TYPE_PREFIX = "urn:mintca:problem:"
+_HTTP_SLUGS = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large"}
+
+
+def problem_body(status: int, slug: str, title: str, detail: str, **extra: Any) -> bytes:
+    document = {"type": TYPE_PREFIX + slug, "title": title, "status": status, "detail": detail}
+    return json.dumps({**document, **extra}).encode()
+
+
+def problem_response(status: int, slug: str, title: str, detail: str, **extra: Any) -> Response:
+    return Response(
+        problem_body(status, slug, title, detail, **extra),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+    )
+
+
+async def _domain_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MintCAError)
+    if exc.status >= 500:
+        log.error("%s: %s", exc.slug, exc.detail)
+    return problem_response(exc.status, exc.slug, exc.title, exc.detail)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    # 400, not FastAPI's 422: schema-invalid input is a bad request to curl users too.
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()]
+    detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+    return problem_response(
+        400, "invalid-request", "Invalid request", detail or "invalid request", errors=errors
+    )
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    slug = _HTTP_SLUGS.get(exc.status_code, "http-error")
+    title = slug.replace("-", " ").capitalize()
+    return problem_response(exc.status_code, slug, title, str(exc.detail))
+
+
+async def _unexpected_error(_request: Request, exc: Exception) -> Response:
+    # The cause goes to the log, never to the client.
+    log.error("unexpected error", exc_info=exc)
+    return problem_response(500, "internal-error", "Internal error", "an internal error occurred")
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(MintCAError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,140 @@
+"""The admin API: tokens, certificates, revocation, CAs and the audit log. Admin role only
+(the router's dependency protects every route, even one that forgets to ask)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from cryptography import x509
+from fastapi import APIRouter, Depends, Query
+
+from app.api.deps import AdminDep, ServicesDep, require_admin
+from app.api.media import pem
+from app.api.schemas import (
+    AuditEntryResponse,
+    CAResponse,
+    CertificateDetails,
+    CertificatePage,
+    RevokeRequest,
+    TokenCreateRequest,
+    TokenCreateResponse,
+)
+from app.ca.serials import format_serial
+from app.services.certificates import CertificateInfo
+from app.services.container import Services
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+def details(info: CertificateInfo, services: Services, *, with_pem: bool) -> CertificateDetails:
+    return CertificateDetails(
+        serial=info.serial,
+        ca_id=info.ca_id,
+        profile=info.profile,
+        common_name=info.common_name,
+        names=info.names,
+        status=info.status(services.clock.now()),
+        not_before=info.not_before,
+        not_after=info.not_after,
+        created_at=info.created_at,
+        revoked_at=info.revoked_at,
+        reason=info.revocation_reason,
+        invalidity_date=info.invalidity_date,
+        pem=pem(x509.load_der_x509_certificate(info.der)) if with_pem else None,
+    )
+
+
+@router.post("/tokens", status_code=201)
+def create_token(
+    body: TokenCreateRequest, admin: AdminDep, services: ServicesDep
+) -> TokenCreateResponse:
+    created = services.tokens.create(
+        actor=admin.actor,
+        profiles=body.profiles,
+        names=body.names,
+        ttl=timedelta(seconds=body.ttl_seconds),
+        max_uses=body.max_uses,
+        max_validity_days=body.max_validity_days,
+    )
+    return TokenCreateResponse(token=created.token, id=created.id, expires_at=created.expires_at)
+
+
+@router.get("/certificates")
+def list_certificates(
+    services: ServicesDep,
+    status: Literal["good", "revoked", "expired"] | None = None,
+    q: Annotated[str | None, Query(max_length=256)] = None,
+    profile: str | None = None,
+    ca_id: str | None = None,
+    expiring_within_days: Annotated[int | None, Query(ge=0, le=36500)] = None,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> CertificatePage:
+    items, next_cursor = services.certificates.search(
+        status=status,
+        q=q,
+        profile=profile,
+        ca_id=ca_id,
+        expiring_within=(
+            timedelta(days=expiring_within_days) if expiring_within_days is not None else None
+        ),
+        cursor=cursor,
+        limit=limit,
+    )
+    return CertificatePage(
+        items=[details(i, services, with_pem=False) for i in items], next_cursor=next_cursor
+    )
+
+
+@router.get("/certificates/{serial}")
+def show_certificate(serial: str, services: ServicesDep) -> CertificateDetails:
+    return details(services.certificates.get(serial), services, with_pem=True)
+
+
+@router.post("/certificates/{serial}/revoke")
+def revoke_certificate(
+    serial: str, body: RevokeRequest, admin: AdminDep, services: ServicesDep
+) -> CertificateDetails:
+    info = services.revocation.revoke(
+        serial, reason=body.reason, invalidity_date=body.invalidity_date, actor=admin.actor
+    )
+    return details(info, services, with_pem=False)
+
+
+@router.post("/certificates/{serial}/unhold")
+def unhold_certificate(serial: str, admin: AdminDep, services: ServicesDep) -> CertificateDetails:
+    return details(services.revocation.unhold(serial, actor=admin.actor), services, with_pem=False)
+
+
+@router.get("/cas")
+def list_cas(services: ServicesDep) -> list[CAResponse]:
+    return [
+        CAResponse(
+            ca_id=a.ca_id,
+            kind=a.kind,
+            parent_id=a.parent_id,
+            subject=a.certificate.subject.rfc4514_string(),
+            serial=format_serial(a.certificate.serial_number),
+            not_before=a.certificate.not_valid_before_utc,
+            not_after=a.certificate.not_valid_after_utc,
+            active=a.active,
+            certificate_url=services.endpoints.ca_issuers(a.ca_id),
+            crl_url=services.endpoints.crl(a.ca_id),
+        )
+        for a in services.keyring.all()
+    ]
+
+
+@router.get("/audit")
+def audit_log(
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before_id: int | None = None,
+) -> list[AuditEntryResponse]:
+    return [
+        AuditEntryResponse(
+            at=e.at, actor=e.actor, action=e.action, target=e.target, details=e.details
+        )
+        for e in services.audit.newest(limit=limit, before_id=before_id)
+    ]

@@ -1,0 +1,110 @@
+"""HTTP bodies (pydantic at the edge only). Serials are lowercase hex; times ISO 8601 UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnrollRequest(_Strict):
+    csr: str = Field(max_length=64 * 1024, description="PEM PKCS#10 (text around it is ignored)")
+    profile: str | None = None
+    validity_days: int | None = None
+
+
+class IssuedResponse(BaseModel):
+    serial: str
+    certificate: str
+    chain: list[str]
+    not_before: datetime
+    not_after: datetime
+    profile: str
+
+
+class RenewRequest(_Strict):
+    csr: str = Field(max_length=64 * 1024)
+
+
+class StatusResponse(BaseModel):
+    serial: str
+    status: Literal["good", "revoked", "expired"]
+    not_after: datetime
+    revoked_at: datetime | None
+    reason: str | None
+
+
+class TokenCreateRequest(_Strict):
+    profile: str | list[str] | None = None
+    names: list[str] = Field(min_length=1, max_length=100)
+    ttl_seconds: int = Field(default=3600, ge=1)
+    max_uses: int = Field(default=1, ge=1, le=100_000)
+    max_validity_days: int | None = None
+
+    @property
+    def profiles(self) -> list[str]:
+        if self.profile is None:
+            return []
+        return [self.profile] if isinstance(self.profile, str) else list(self.profile)
+
+
+class TokenCreateResponse(BaseModel):
+    token: str
+    id: str
+    expires_at: datetime
+
+
+class CertificateDetails(BaseModel):
+    serial: str
+    ca_id: str
+    profile: str
+    common_name: str | None
+    names: list[str]
+    status: Literal["good", "revoked", "expired"]
+    not_before: datetime
+    not_after: datetime
+    created_at: datetime
+    revoked_at: datetime | None
+    reason: str | None
+    invalidity_date: datetime | None
+    pem: str | None = None
+
+
+class CertificatePage(BaseModel):
+    items: list[CertificateDetails]
+    next_cursor: str | None
+
+
+class RevokeRequest(_Strict):
+    reason: str = Field(description="an RFC 5280 reason name, e.g. keyCompromise")
+    invalidity_date: AwareDatetime | None = None
+
+
+class CAResponse(BaseModel):
+    ca_id: str
+    kind: str
+    parent_id: str | None
+    subject: str
+    serial: str
+    not_before: datetime
+    not_after: datetime
+    active: bool
+    certificate_url: str
+    crl_url: str
+
+
+class AuditEntryResponse(BaseModel):
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    details: dict[str, Any]
+
+
+class HealthResponse(BaseModel):
+    status: str

@@ -1,0 +1,1 @@
+"""The `mintca` command: composition root for init/serve/db, and HTTP client commands."""

@@ -1,0 +1,24 @@
+"""Options every command shares, and the one place settings are built for the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.config import Settings
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Data directory (default: MINTCA_DATA_DIR or ./data)"),
+]
+UrlOption = Annotated[str | None, typer.Option("--url", help="Base URL of the listener")]
+CertOption = Annotated[Path | None, typer.Option("--cert", help="Client certificate (PEM)")]
+KeyOption = Annotated[Path | None, typer.Option("--key", help="Client key (PEM)")]
+CACertOption = Annotated[Path | None, typer.Option("--cacert", help="CA bundle to trust")]
+
+
+def load_settings(data_dir: Path | None = None) -> Settings:
+    settings = Settings()
+    return settings.model_copy(update={"data_dir": data_dir}) if data_dir else settings

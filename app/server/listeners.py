@@ -1,0 +1,115 @@
+"""Both listeners in one event loop: the public app and the mtls app, each a uvicorn server,
+stopped together by one signal handler (uvicorn's per-server handlers would fight)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from app.api.apps import create_mtls_app, create_public_app
+from app.config import Settings, parse_bind
+from app.server.tls_scope import PeerCertHttpToolsProtocol
+from app.services.container import Services
+from app.services.setup import write_file_atomically
+
+log = logging.getLogger(__name__)
+REPUBLISH_INTERVAL_SECONDS = 60
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # serve_both() owns the signals
+
+
+def bind_socket(bind: str) -> socket.socket:
+    """A listening TCP socket. proto=IPPROTO_TCP matters: asyncio disables Nagle only on
+    such sockets, and with Nagle every keep-alive response waits ~40 ms."""
+    host, port = parse_bind(bind)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def write_trust_bundle(services: Services) -> Path:
+    """Every CA this process knows, for the mtls listener's `ssl_ca_certs`."""
+    path = services.settings.data_dir / f".mtls-trust-{id(services)}.pem"
+    bundle = b"".join(a.certificate.public_bytes(Encoding.PEM) for a in services.keyring.all())
+    write_file_atomically(path, bundle, 0o644)
+    return path
+
+
+def server_configs(
+    services: Services, settings: Settings, trust_bundle: Path
+) -> tuple[uvicorn.Config, uvicorn.Config]:
+    data_dir = settings.data_dir
+    common = {"lifespan": "off", "log_level": settings.log_level, "proxy_headers": False}
+    public_tls = (
+        {
+            "ssl_certfile": str(data_dir / "server.pem"),
+            "ssl_keyfile": str(data_dir / "server-key.pem"),
+        }
+        if settings.public_tls
+        else {}
+    )
+    public = uvicorn.Config(create_public_app(services), **common, **public_tls)  # type: ignore[arg-type]
+    mtls = uvicorn.Config(
+        create_mtls_app(services),
+        http=PeerCertHttpToolsProtocol,
+        ssl_certfile=str(data_dir / "server.pem"),
+        ssl_keyfile=str(data_dir / "server-key.pem"),
+        ssl_ca_certs=str(trust_bundle),
+        ssl_cert_reqs=ssl.CERT_REQUIRED,
+        **common,  # type: ignore[arg-type]
+    )
+    return public, mtls
+
+
+async def serve_both(
+    services: Services, public_sock: socket.socket, mtls_sock: socket.socket
+) -> None:
+    trust_bundle = write_trust_bundle(services)
+    public_config, mtls_config = server_configs(services, services.settings, trust_bundle)
+    servers = [_Server(public_config), _Server(mtls_config)]
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    republisher = asyncio.create_task(_republish_forever(services))
+    try:
+        await asyncio.gather(
+            servers[0].serve(sockets=[public_sock]), servers[1].serve(sockets=[mtls_sock])
+        )
+    finally:
+        republisher.cancel()
+        trust_bundle.unlink(missing_ok=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _republish_forever(services: Services) -> None:
+    """Republish CRLs before nextUpdate; every replica runs this, the CA row lock makes the
+    work happen once."""
+    while True:
+        try:
+            await asyncio.to_thread(services.crls.republish_due)
+        except Exception:
+            log.exception("CRL republication failed; retrying in %s s", REPUBLISH_INTERVAL_SECONDS)
+        await asyncio.sleep(REPUBLISH_INTERVAL_SECONDS)
