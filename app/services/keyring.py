@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from app.config import Settings
 from app.db.cas import list_cas
 from app.db.engine import Database
 from app.errors import NotFoundError, ServiceUnavailableError
+
+RELOAD_INTERVAL_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Keyring:
         self._kek = kek
         self._lock = threading.Lock()
         self._authorities: dict[str, Authority] = {}
+        self._loaded_at = float("-inf")
 
     def load(self) -> None:
         with self._db.read() as session:
@@ -83,6 +87,7 @@ class Keyring:
             )
         with self._lock:
             self._authorities = authorities
+            self._loaded_at = time.monotonic()
 
     def add(self, authority: Authority) -> None:
         """Register a CA created in a transaction that has not committed yet (init, rotate)."""
@@ -97,8 +102,11 @@ class Keyring:
         return list(self._authorities.values())
 
     def find(self, ca_id: str) -> Authority | None:
+        """The CA with this id; an unknown id reloads from the database (another process may
+        have rotated), at most once every RELOAD_INTERVAL_SECONDS so random ids cannot make
+        every request unwrap every key."""
         authority = self._authorities.get(ca_id)
-        if authority is None and ca_id and all(c in "0123456789abcdef" for c in ca_id):
+        if authority is None and time.monotonic() - self._loaded_at >= RELOAD_INTERVAL_SECONDS:
             self.load()
             authority = self._authorities.get(ca_id)
         return authority

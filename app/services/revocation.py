@@ -9,7 +9,7 @@ from app.ca.serials import format_serial, parse_serial
 from app.clock import Clock
 from app.db import certificates as certificate_queries
 from app.db.engine import Database
-from app.errors import ConflictError, InvalidReasonError, NotFoundError
+from app.errors import ConflictError, InvalidReasonError, InvalidRequestError, NotFoundError
 from app.services.audit import record
 from app.services.certificates import CertificateInfo, info_from_record
 from app.services.crls import REASON_BY_NAME, CRLService
@@ -45,13 +45,16 @@ class RevocationService:
         """Revoke (or hold) a certificate and publish the CRLs of its CA.
 
         Raises:
-            InvalidSerialError, InvalidReasonError: bad input.
+            InvalidSerialError, InvalidReasonError, InvalidRequestError: bad input (an
+                invalidity date in the future).
             NotFoundError: MintCA never issued this serial.
             ConflictError: already revoked, unless a hold moves to a final reason.
         """
         key = format_serial(parse_serial(serial))
         check_reason(reason)
         now = self._clock.now()
+        if invalidity_date is not None and invalidity_date > now:
+            raise InvalidRequestError("invalidity_date must not be in the future")
         with self._db.write() as session:
             found = certificate_queries.find_certificate(session, key)
             if found is None:
