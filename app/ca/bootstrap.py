@@ -8,7 +8,14 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from app.ca.issuance import BACKDATE, ValidityWindow, build_ca_certificate, ca_id_for
+from app.ca.issuance import (
+    BACKDATE,
+    Endpoints,
+    Issuer,
+    ValidityWindow,
+    build_ca_certificate,
+    ca_id_for,
+)
 from app.ca.keys import PrivateKey, generate_private_key
 from app.ca.serials import new_serial_number
 from app.ca.signer import LocalSigner
@@ -48,17 +55,24 @@ def create_root(*, name: str, key_type: str, now: datetime) -> NewCA:
 
 
 def create_issuing_ca(
-    *, name: str, key_type: str, root: NewCA, now: datetime, generation: int = 1
+    *,
+    name: str,
+    key_type: str,
+    root: NewCA,
+    now: datetime,
+    endpoints: Endpoints | None = None,
+    generation: int = 1,
 ) -> NewCA:
     """An issuing CA with pathLen 0 that never outlives its root."""
     key = generate_private_key(key_type)
     builder = build_ca_certificate(
         subject=_name(name, f"{name} Issuing CA {generation}"),
         public_key=key.public_key(),
-        issuer=root.certificate,
+        issuer=Issuer(root.ca_id, root.certificate),
         window=ValidityWindow(now - BACKDATE, now + ISSUING_VALIDITY),
         serial_number=new_serial_number(),
         path_length=0,
+        endpoints=endpoints,
     )
     certificate = LocalSigner(root.private_key).sign_certificate(builder)
     return NewCA(ca_id_for(key.public_key()), certificate, key)

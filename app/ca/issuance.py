@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from app.ca.keys import PublicKey
@@ -76,23 +76,54 @@ def _key_usage(public_key: PublicKey, *, ca: bool) -> x509.KeyUsage:
     )
 
 
+def distribution_extensions(ca_id: str, endpoints: Endpoints) -> list[x509.ExtensionType]:
+    """Where relying parties find the issuer's CRL, OCSP responder and certificate."""
+    return [
+        x509.CRLDistributionPoints(
+            [
+                x509.DistributionPoint(
+                    full_name=[x509.UniformResourceIdentifier(endpoints.crl(ca_id))],
+                    relative_name=None,
+                    reasons=None,
+                    crl_issuer=None,
+                )
+            ]
+        ),
+        x509.AuthorityInformationAccess(
+            [
+                x509.AccessDescription(
+                    AuthorityInformationAccessOID.OCSP,
+                    x509.UniformResourceIdentifier(endpoints.ocsp()),
+                ),
+                x509.AccessDescription(
+                    AuthorityInformationAccessOID.CA_ISSUERS,
+                    x509.UniformResourceIdentifier(endpoints.ca_issuers(ca_id)),
+                ),
+            ]
+        ),
+    ]
+
+
 def build_ca_certificate(
     *,
     subject: x509.Name,
     public_key: PublicKey,
-    issuer: x509.Certificate | None,
+    issuer: Issuer | None,
     window: ValidityWindow,
     serial_number: int,
     path_length: int | None,
+    endpoints: Endpoints | None = None,
 ) -> x509.CertificateBuilder:
-    """A root (issuer None, self-signed) or an issuing CA under `issuer`."""
-    issuer_name = subject if issuer is None else issuer.subject
-    authority_key = public_key if issuer is None else issuer.public_key()
-    if issuer is not None:  # an issuing CA never outlives its root
+    """A root (issuer None, self-signed) or an issuing CA under `issuer`; with `endpoints`, an
+    issuing CA points at its root's CRL and OCSP, so `-crl_check_all` style checks work."""
+    issuer_cert = issuer.certificate if issuer is not None else None
+    issuer_name = subject if issuer_cert is None else issuer_cert.subject
+    authority_key = public_key if issuer_cert is None else issuer_cert.public_key()
+    if issuer_cert is not None:  # an issuing CA never outlives its root
         window = ValidityWindow(
-            window.not_before, min(window.not_after, issuer.not_valid_after_utc)
+            window.not_before, min(window.not_after, issuer_cert.not_valid_after_utc)
         )
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer_name)
@@ -108,6 +139,10 @@ def build_ca_certificate(
             critical=False,
         )
     )
+    if issuer is not None and endpoints is not None:
+        for extension in distribution_extensions(issuer.ca_id, endpoints):
+            builder = builder.add_extension(extension, critical=False)
+    return builder
 
 
 def build_leaf(
@@ -145,42 +180,12 @@ def build_leaf(
             ),
             critical=False,
         )
-        .add_extension(
-            x509.CRLDistributionPoints(
-                [
-                    x509.DistributionPoint(
-                        full_name=[x509.UniformResourceIdentifier(endpoints.crl(issuer.ca_id))],
-                        relative_name=None,
-                        reasons=None,
-                        crl_issuer=None,
-                    )
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityInformationAccess(
-                [
-                    x509.AccessDescription(
-                        AuthorityInformationAccessOID.OCSP,
-                        x509.UniformResourceIdentifier(endpoints.ocsp()),
-                    ),
-                    x509.AccessDescription(
-                        AuthorityInformationAccessOID.CA_ISSUERS,
-                        x509.UniformResourceIdentifier(endpoints.ca_issuers(issuer.ca_id)),
-                    ),
-                ]
-            ),
-            critical=False,
-        )
     )
+    for extension in distribution_extensions(issuer.ca_id, endpoints):
+        builder = builder.add_extension(extension, critical=False)
     if sans:
         # RFC 5280 §4.2.1.6: critical when the subject is empty.
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=not subject)
     if profile.ocsp_no_check:
         builder = builder.add_extension(x509.OCSPNoCheck(), critical=False)
     return builder
-
-
-def is_ed25519(public_key: PublicKey) -> bool:
-    return isinstance(public_key, ed25519.Ed25519PublicKey)

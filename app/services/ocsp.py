@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from app.ca.ocsp import (
     CertID,
+    CertStatusName,
     MalformedOCSPRequestError,
     OCSPRequestInfo,
     SingleStatus,
@@ -125,9 +126,19 @@ class OCSPService:
     ) -> OCSPAnswer:
         this_update = now.replace(microsecond=0)
         next_update = this_update + self._validity
+        # Issuing CAs live in the `cas` table, not `certificates`: their root vouches for them.
+        subordinates = {
+            a.certificate.serial_number
+            for a in self._keyring.all()
+            if a.parent_id == authority.ca_id
+        }
         statuses = [
             _status(
-                cert_id, rows.get(format_serial(cert_id.serial_number)), this_update, next_update
+                cert_id,
+                rows.get(format_serial(cert_id.serial_number)),
+                this_update,
+                next_update,
+                subordinate_ca=cert_id.serial_number in subordinates,
             )
             for cert_id in request.cert_ids
         ]
@@ -166,10 +177,13 @@ def _status(
     row: CertificateRecord | None,
     this_update: datetime,
     next_update: datetime,
+    *,
+    subordinate_ca: bool = False,
 ) -> SingleStatus:
     if row is None:
         # RFC 6960 §2.2: a serial of a CA we run that we never issued is "unknown".
-        return SingleStatus(cert_id, "unknown", this_update, next_update)
+        status: CertStatusName = "good" if subordinate_ca else "unknown"
+        return SingleStatus(cert_id, status, this_update, next_update)
     if row.revoked_at is not None:
         return SingleStatus(
             cert_id,

@@ -87,7 +87,11 @@ def _initialise(
             now = clock.now()
             root = create_root(name=options.name, key_type=options.root_key, now=now)
             issuing = create_issuing_ca(
-                name=options.name, key_type=options.issuing_key, root=root, now=now
+                name=options.name,
+                key_type=options.issuing_key,
+                root=root,
+                now=now,
+                endpoints=endpoints,
             )
             _add_ca(session, root, kind="root", parent=None, kek=kek, now=now)
             _add_ca(session, issuing, kind="issuing", parent=root.ca_id, kek=kek, now=now)
