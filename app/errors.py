@@ -17,7 +17,8 @@ MintCAError
 ├── ConflictError                 409
 ├── PayloadTooLargeError          413
 ├── UnsupportedMediaTypeError     415
-└── ServiceUnavailableError       503
+├── ServiceUnavailableError       503
+└── ConfigurationError            500 (at start-up: a missing or wrong KEK)
 """
 
 from __future__ import annotations
@@ -99,3 +100,7 @@ class UnsupportedMediaTypeError(MintCAError):
 
 class ServiceUnavailableError(MintCAError):
     status, slug, title = 503, "unavailable", "Service unavailable"
+
+
+class ConfigurationError(MintCAError):
+    slug, title = "configuration", "MintCA is misconfigured"

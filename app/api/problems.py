@@ -53,9 +53,13 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
 
 async def _http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, MintCAError):  # FastAPI wraps body-read errors (413) in a 400
+        return await _domain_error(_request, exc.__cause__)
     slug = _HTTP_SLUGS.get(exc.status_code, "http-error")
     title = slug.replace("-", " ").capitalize()
-    return problem_response(exc.status_code, slug, title, str(exc.detail))
+    response = problem_response(exc.status_code, slug, title, str(exc.detail))
+    response.headers.update(exc.headers or {})  # e.g. Allow on a 405 (RFC 9110 §15.5.6)
+    return response
 
 
 async def _unexpected_error(_request: Request, exc: Exception) -> Response:

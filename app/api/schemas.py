@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from app.services.tokens import MAX_TOKEN_TTL
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -42,7 +44,7 @@ class StatusResponse(BaseModel):
 class TokenCreateRequest(_Strict):
     profile: str | list[str] | None = None
     names: list[str] = Field(min_length=1, max_length=100)
-    ttl_seconds: int = Field(default=3600, ge=1)
+    ttl_seconds: int = Field(default=3600, ge=1, le=int(MAX_TOKEN_TTL.total_seconds()))
     max_uses: int = Field(default=1, ge=1, le=100_000)
     max_validity_days: int | None = None
 
@@ -99,6 +101,7 @@ class CAResponse(BaseModel):
 
 
 class AuditEntryResponse(BaseModel):
+    id: int  # pass as `before_id` for the next page
     at: datetime
     actor: str
     action: str

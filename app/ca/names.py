@@ -105,20 +105,28 @@ def read_requested_names(csr: x509.CertificateSigningRequest) -> RequestedNames:
 def name_allowed(name: str, patterns: list[str]) -> bool:
     """`*.zone` covers any name with one or more labels before `.zone` (not `zone`, not
     `xzone`); a wildcard name in a CSR is allowed only when a pattern lists it exactly."""
-    candidate = name.lower() if is_dns_name(name) else name
+    candidate = _normalise(name)
     for pattern in patterns:
-        normalised = pattern.lower() if is_dns_name(pattern) else pattern
+        normalised = _normalise(pattern)
         if candidate == normalised:
             return True
         if (
             normalised.startswith("*.")
             and not candidate.startswith("*")
+            and not is_ip(candidate)  # patterns are for DNS names; IPs are listed exactly
             and is_dns_name(candidate, allow_wildcard=False)
             and candidate.endswith(normalised[1:])
             and len(candidate) > len(normalised) - 1
         ):
             return True
     return False
+
+
+def _normalise(name: str) -> str:
+    """DNS names compare in lower case, IP addresses in their compressed form."""
+    if is_ip(name):
+        return ipaddress.ip_address(name).compressed
+    return name.lower() if is_dns_name(name) else name
 
 
 def check_names_allowed(names: RequestedNames, patterns: list[str]) -> None:

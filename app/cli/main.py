@@ -11,6 +11,7 @@ from app.ca.keys import KEY_TYPES
 from app.cli import enroll, operator
 from app.cli.options import DataDirOption, load_settings
 from app.clock import SystemClock
+from app.errors import ConfigurationError
 from app.services.setup import InitOptions, initialise, is_initialised
 
 app = typer.Typer(help="MintCA: an internal certificate authority.", no_args_is_help=True)
@@ -90,4 +91,8 @@ def db_upgrade(data_dir: DataDirOption = None) -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ConfigurationError as exc:
+        typer.secho(f"error: {exc.detail}", err=True, fg=typer.colors.RED)
+        raise SystemExit(2) from None

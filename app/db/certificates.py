@@ -78,11 +78,11 @@ def search(
         query = query.where(CertificateRecord.revoked_at.is_not(None))
     elif status == "expired":
         query = query.where(
-            CertificateRecord.revoked_at.is_(None), CertificateRecord.not_after <= now
+            CertificateRecord.revoked_at.is_(None), CertificateRecord.not_after < now
         )
     elif status == "good":
         query = query.where(
-            CertificateRecord.revoked_at.is_(None), CertificateRecord.not_after > now
+            CertificateRecord.revoked_at.is_(None), CertificateRecord.not_after >= now
         )
     if q:
         pattern = f"%{q.lower()}%"
@@ -98,7 +98,7 @@ def search(
         query = query.where(CertificateRecord.ca_id == ca_id)
     if expiring_before is not None:
         query = query.where(
-            CertificateRecord.not_after <= expiring_before, CertificateRecord.not_after > now
+            CertificateRecord.not_after <= expiring_before, CertificateRecord.not_after >= now
         )
     if after_serial is not None:
         query = query.where(CertificateRecord.serial > after_serial)

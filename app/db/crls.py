@@ -11,10 +11,9 @@ from app.db.models import CRLRecord
 
 
 def latest(session: Session, ca_id: str, *, delta: bool) -> CRLRecord | None:
-    kind = CRLRecord.delta_base.is_not(None) if delta else CRLRecord.delta_base.is_(None)
     return session.scalars(
         select(CRLRecord)
-        .where(CRLRecord.ca_id == ca_id, kind)
+        .where(CRLRecord.ca_id == ca_id, CRLRecord.is_delta == delta)
         .order_by(CRLRecord.number.desc())
         .limit(1)
     ).one_or_none()
@@ -26,7 +25,7 @@ def oldest_current_full_number(session: Session, ca_id: str, now: datetime) -> i
     return session.scalar(
         select(func.min(CRLRecord.number)).where(
             CRLRecord.ca_id == ca_id,
-            CRLRecord.delta_base.is_(None),
+            CRLRecord.is_delta.is_(False),
             CRLRecord.next_update > now,
         )
     )

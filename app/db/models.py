@@ -106,12 +106,16 @@ class TokenRecord(Base):
 
 class CRLRecord(Base):
     __tablename__ = "crls"
-    __table_args__ = (UniqueConstraint("ca_id", "number", name="uq_crls_ca_number"),)
+    # RFC 5280 §5.2.3: a full and a delta CRL issued together share their number.
+    __table_args__ = (
+        UniqueConstraint("ca_id", "number", "is_delta", name="uq_crls_ca_number_kind"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     ca_id: Mapped[str] = mapped_column(ForeignKey("cas.id"))
     number: Mapped[int] = mapped_column(BigInteger)
-    delta_base: Mapped[int | None] = mapped_column(BigInteger)  # None for a full CRL
+    is_delta: Mapped[bool]
+    delta_base: Mapped[int | None] = mapped_column(BigInteger)  # the base of a delta CRL
     this_update: Mapped[datetime]
     next_update: Mapped[datetime]
     der: Mapped[bytes] = mapped_column(LargeBinary)

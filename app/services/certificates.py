@@ -44,7 +44,8 @@ class CertificateInfo:
         """`revoked` (a hold included), else `expired`, else `good`."""
         if self.revoked_at is not None:
             return "revoked"
-        return "expired" if self.not_after <= now else "good"
+        # RFC 5280 §4.1.2.5: the validity period includes notAfter itself.
+        return "expired" if self.not_after < now else "good"
 
 
 def info_from_record(record: CertificateRecord) -> CertificateInfo:
@@ -151,7 +152,7 @@ class CertificateService:
                 q=q,
                 profile=profile,
                 ca_id=ca_id,
-                expiring_before=now + expiring_within if expiring_within else None,
+                expiring_before=now + expiring_within if expiring_within is not None else None,
                 after_serial=cursor,
                 limit=limit + 1,
             )

@@ -83,28 +83,30 @@ class CRLService:
         constraint backs it."""
         authority = self._keyring.get(ca_id)
         ca = lock_ca(session, ca_id)
-        full_number, delta_number = ca.crl_number + 1, ca.crl_number + 2
-        ca.crl_number = delta_number
+        # RFC 5280 §5.2.3: one sequence for full and delta CRLs, and a full and a delta CRL
+        # issued together carry the same number (OpenSSL applies a delta only to a full CRL
+        # with a smaller number, so the pair never double-counts).
+        number = ca.crl_number = ca.crl_number + 1
         next_update = now + self.validity
         revoked = certificate_queries.revoked_on(session, ca_id, now)
         full = authority.signer.sign_crl(
             build_crl(
                 issuer=authority.certificate,
-                number=full_number,
+                number=number,
                 this_update=now,
                 next_update=next_update,
                 entries=[_entry(r) for r in revoked],
                 delta_url=self._endpoints.delta_crl(ca_id),
             )
         )
-        session.add(self._row(ca_id, full_number, None, now, next_update, full))
+        session.add(self._row(ca_id, number, None, now, next_update, full))
         session.flush()
-        base = crl_queries.oldest_current_full_number(session, ca_id, now) or full_number
+        base = crl_queries.oldest_current_full_number(session, ca_id, now) or number
         changed = certificate_queries.changed_since(session, ca_id, base)
         delta = authority.signer.sign_crl(
             build_crl(
                 issuer=authority.certificate,
-                number=delta_number,
+                number=number,
                 this_update=now,
                 next_update=next_update,
                 entries=[
@@ -114,10 +116,8 @@ class CRLService:
                 delta_base=base,
             )
         )
-        session.add(self._row(ca_id, delta_number, base, now, next_update, delta))
-        return PublishedCRL(
-            ca_id, full_number, None, now, next_update, full.public_bytes(Encoding.DER)
-        )
+        session.add(self._row(ca_id, number, base, now, next_update, delta))
+        return PublishedCRL(ca_id, number, None, now, next_update, full.public_bytes(Encoding.DER))
 
     @staticmethod
     def _row(
@@ -131,6 +131,7 @@ class CRLService:
         return CRLRecord(
             ca_id=ca_id,
             number=number,
+            is_delta=base is not None,
             delta_base=base,
             this_update=this_update,
             next_update=next_update,
@@ -151,6 +152,7 @@ class CRLService:
 
     def publish_now(self, ca_id: str) -> PublishedCRL:
         with self._db.write() as session:
+            lock_ca(session, ca_id)  # read the clock under the lock, as revocations do
             return self.publish(session, ca_id, now=self._clock.now())
 
     def republish_due(self) -> list[PublishedCRL]:
@@ -159,8 +161,8 @@ class CRLService:
         published = []
         for authority in self._keyring.all():
             with self._db.write() as session:
-                now = self._clock.now()
                 lock_ca(session, authority.ca_id)
+                now = self._clock.now()  # under the lock, so thisUpdate follows the number
                 row = crl_queries.latest(session, authority.ca_id, delta=False)
                 if row is not None and row.next_update - now > self.validity / 2:
                     continue

@@ -17,7 +17,7 @@ from app.ca.signer import LocalSigner, Signer
 from app.config import Settings
 from app.db.cas import list_cas
 from app.db.engine import Database
-from app.errors import NotFoundError, ServiceUnavailableError
+from app.errors import ConfigurationError, NotFoundError, ServiceUnavailableError
 
 RELOAD_INTERVAL_SECONDS = 10.0
 
@@ -37,15 +37,20 @@ class Authority:
 
 
 def load_kek(settings: Settings, *, create: bool = False) -> bytes:
-    """The KEK from MINTCA_KEK, else from the KEK file (made with mode 0600 when `create`)."""
-    if settings.kek:
-        return parse_kek(settings.kek)
+    """The KEK from MINTCA_KEK, else from the KEK file (made with mode 0600 when `create`).
+
+    Raises:
+        ConfigurationError: no KEK, or one that is not base64 of 32 bytes.
+    """
     path = settings.effective_kek_file
-    if not path.exists():
+    if not settings.kek and not path.exists():
         if not create:
-            raise FileNotFoundError(f"no KEK: set MINTCA_KEK or provide {path}")
+            raise ConfigurationError(f"no KEK: set MINTCA_KEK or provide {path}")
         _create_kek_file(path)
-    return parse_kek(path.read_text())
+    try:
+        return parse_kek(settings.kek or path.read_text())
+    except ValueError as exc:
+        raise ConfigurationError(f"MINTCA_KEK / {path}: {exc}") from exc
 
 
 def _create_kek_file(path: Path) -> None:
@@ -76,7 +81,10 @@ class Keyring:
     def load_from(self, session: Session) -> None:
         authorities = {}
         for record in list_cas(session):
-            key = unwrap_private_key(record.key_wrapped, kek=self._kek, label=record.id)
+            try:
+                key = unwrap_private_key(record.key_wrapped, kek=self._kek, label=record.id)
+            except ValueError as exc:
+                raise ConfigurationError(f"{exc}; is MINTCA_KEK the one used at init?") from exc
             authorities[record.id] = Authority(
                 ca_id=record.id,
                 kind=record.kind,

@@ -52,6 +52,6 @@ class PeerService:
         if row.revoked_at is not None:
             raise PeerRejectedError("the client certificate is revoked")
         now = self._clock.now()
-        if not row.not_before <= now < row.not_after:
+        if not row.not_before <= now <= row.not_after:  # both ends inclusive (RFC 5280)
             raise PeerRejectedError("the client certificate is expired or not yet valid")
         return Peer(serial, certificate.subject.rfc4514_string(), row.profile, row.ca_id)

@@ -3,7 +3,7 @@ together, so a relying party sees it at once in OCSP and in the next CRL."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from app.ca.serials import format_serial, parse_serial
 from app.clock import Clock
@@ -53,14 +53,19 @@ class RevocationService:
         key = format_serial(parse_serial(serial))
         check_reason(reason)
         now = self._clock.now()
-        if invalidity_date is not None and invalidity_date > now:
-            raise InvalidRequestError("invalidity_date must not be in the future")
+        if invalidity_date is not None:
+            if invalidity_date > now:
+                raise InvalidRequestError("invalidity_date must not be in the future")
+            invalidity_date = invalidity_date.astimezone(UTC)
         with self._db.write() as session:
             found = certificate_queries.find_certificate(session, key)
             if found is None:
                 raise NotFoundError(f"no certificate with serial {key}")
             # Lock the CA first, then the certificate: every writer takes them in this order.
             number = self._crls.reserve_number(session, found.ca_id)
+            # The clock again, under the lock: a greater CRL number must never carry an earlier
+            # thisUpdate than the CRL of the writer this one waited for.
+            now = self._clock.now()
             certificate = certificate_queries.lock_certificate(session, key)
             assert certificate is not None
             session.refresh(certificate)
@@ -96,12 +101,12 @@ class RevocationService:
             ConflictError: the certificate is not on hold.
         """
         key = format_serial(parse_serial(serial))
-        now = self._clock.now()
         with self._db.write() as session:
             found = certificate_queries.find_certificate(session, key)
             if found is None:
                 raise NotFoundError(f"no certificate with serial {key}")
             number = self._crls.reserve_number(session, found.ca_id)
+            now = self._clock.now()  # under the CA lock, as in revoke()
             certificate = certificate_queries.lock_certificate(session, key)
             assert certificate is not None
             session.refresh(certificate)

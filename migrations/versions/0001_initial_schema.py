@@ -90,13 +90,14 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('ca_id', sa.String(length=64), nullable=False),
     sa.Column('number', sa.BigInteger(), nullable=False),
+    sa.Column('is_delta', sa.Boolean(), nullable=False),
     sa.Column('delta_base', sa.BigInteger(), nullable=True),
     sa.Column('this_update', app.db.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('next_update', app.db.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('der', sa.LargeBinary(), nullable=False),
     sa.ForeignKeyConstraint(['ca_id'], ['cas.id'], ),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('ca_id', 'number', name='uq_crls_ca_number')
+    sa.UniqueConstraint('ca_id', 'number', 'is_delta', name='uq_crls_ca_number_kind')
     )
     op.create_table('ocsp_responders',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),

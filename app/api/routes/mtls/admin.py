@@ -130,11 +130,16 @@ def list_cas(services: ServicesDep) -> list[CAResponse]:
 def audit_log(
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: int | None = None,
+    before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
 ) -> list[AuditEntryResponse]:
     return [
         AuditEntryResponse(
-            at=e.at, actor=e.actor, action=e.action, target=e.target, details=e.details
+            id=e.id,
+            at=e.at,
+            actor=e.actor,
+            action=e.action,
+            target=e.target,
+            details=e.details,
         )
         for e in services.audit.newest(limit=limit, before_id=before_id)
     ]

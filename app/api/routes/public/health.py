@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse
 
 from app.api.deps import ServicesDep
 from app.api.schemas import HealthResponse
+from app.errors import ServiceUnavailableError
 
 router = APIRouter(tags=["health"])
 
@@ -17,7 +17,9 @@ async def health() -> HealthResponse:
     return HealthResponse(status="ok")
 
 
-@router.get("/ready", response_model=HealthResponse, responses={503: {"model": HealthResponse}})
-async def ready(services: ServicesDep) -> JSONResponse:
-    ok = await run_in_threadpool(services.ready)
-    return JSONResponse({"status": "ready" if ok else "unavailable"}, 200 if ok else 503)
+@router.get("/ready")
+async def ready(services: ServicesDep) -> HealthResponse:
+    """200 while the database answers and an issuing CA is loaded; else a 503 problem."""
+    if not await run_in_threadpool(services.ready):
+        raise ServiceUnavailableError("the database does not answer or no issuing CA is loaded")
+    return HealthResponse(status="ready")
