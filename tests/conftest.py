@@ -27,9 +27,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+import psycopg
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.pool import NullPool
 
 from app.ca.keys import encode_kek, generate_kek
@@ -50,7 +52,7 @@ def now_utc() -> datetime:
 
 def make_settings(*, data_dir: Path, database_url: str, kek: str) -> Settings:
     """Settings from arguments only: never the developer's MINTCA_* environment or `.env`."""
-    return Settings(  # type: ignore[call-arg]  # _env_file is pydantic-settings' init kwarg
+    return Settings(
         data_dir=data_dir,
         database_url=database_url,
         kek=kek,
@@ -65,8 +67,6 @@ def make_settings(*, data_dir: Path, database_url: str, kek: str) -> Settings:
 
 class DatabaseFactory(Protocol):
     """Makes template databases once and cheap clones of them per test."""
-
-    description: str
 
     def new_template(self, name: str, *, copy_of: str | None = None) -> str:
         """A database that lives for the session: empty, or a copy of another template."""
@@ -87,7 +87,6 @@ class SQLiteDatabases:
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
-        self.description = "sqlite (a file per test, copied from a template)"
 
     def new_template(self, name: str, *, copy_of: str | None = None) -> str:
         if copy_of is not None:
@@ -128,10 +127,6 @@ class PostgresDatabases:
         self._prefix = f"mintca_test_{os.getpid()}"
         self._counter = itertools.count(1)
         self._templates: list[str] = []
-        self.description = (
-            f"postgresql at {self._server.host}:{self._server.port or 5432} "
-            f"(a database per test, CREATE DATABASE ... TEMPLATE)"
-        )
 
     def new_template(self, name: str, *, copy_of: str | None = None) -> str:
         database = f"{self._prefix}_{name}"
@@ -153,12 +148,31 @@ class PostgresDatabases:
         pass  # a template only needs no open connections, and migrate/init close theirs
 
     def discard(self, url: str) -> None:
-        self._execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+        self._drop(make_url(url).database or "")
 
     def close(self) -> None:
         for database in reversed(self._templates):
-            self._execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            self._drop(database)
         self._admin.dispose()
+
+    def _drop(self, database: str) -> None:
+        """DROP ... WITH (FORCE) ends the test's leftover sessions, but a role without
+        pg_signal_backend may not end an autovacuum worker in the database; then end our own
+        sessions and DROP without FORCE, which makes autovacuum give way."""
+        try:
+            self._execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        except ProgrammingError as exc:
+            if not isinstance(exc.orig, psycopg.errors.InsufficientPrivilege):
+                raise
+            with self._admin.connect() as connection:
+                connection.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :database AND usename = current_user"
+                    ),
+                    {"database": database},
+                )
+            self._execute(f'DROP DATABASE IF EXISTS "{database}"')
 
     def _url(self, database: str) -> str:
         url: URL = self._server.set(database=database)
@@ -182,6 +196,17 @@ def _open_database_factory(directory: Path) -> DatabaseFactory:
     if make_url(server_url).get_backend_name() != "postgresql":
         raise pytest.UsageError(f"{TEST_DATABASE_URL_ENV} must be a postgresql URL")
     return PostgresDatabases(server_url)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_mintca_environment() -> Iterator[None]:
+    """Hide the developer's MINTCA_* variables (but not MINTCA_TEST_*) from Settings and from
+    servers the tests start, so a local MINTCA_OCSP_SIGNER or MINTCA_KEK changes nothing."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("MINTCA_") and not name.startswith("MINTCA_TEST_"):
+                patch.delenv(name)
+        yield
 
 
 def pytest_report_header(config: pytest.Config) -> str:

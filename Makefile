@@ -1,0 +1,38 @@
+# One entry point for developers and CI (.ci/run calls these targets).
+#   make venv    .venv with the project installed editable, with its dev tools
+#   make run     mintca serve (MINTCA_* variables from the environment or `make run MINTCA_X=...`)
+#   make test    pytest; extra arguments in PYTEST_ARGS, e.g. make test PYTEST_ARGS='-k tokens -x'
+#   make lint    ruff, ruff format --check, mypy --strict, import contracts
+#   make check   lint, then test: what CI runs
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Touched after a successful install; pyproject.toml newer than it means install again.
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv run test lint check
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# MINTCA_* from the environment and from make's command line reach the server (GNU make
+# exports both to recipes).
+run: venv
+	$(BIN)/mintca serve
+
+test: venv
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+check: lint test

@@ -1,0 +1,319 @@
+"""Two `mintca serve` processes on one PostgreSQL database revoke at the same time.
+
+SPEC: a revocation is visible in OCSP at once and in the next CRL, published at once with a
+strictly greater CRL number, "even with several MintCA processes sharing one PostgreSQL". The
+CA row's lock is what orders the numbers; this test races revocations through both processes
+and then checks every CRL they published, from HTTP and from the `crls` table.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select
+
+from app.config import Settings
+from app.db.engine import Database
+from app.db.models import CARecord, CRLRecord
+
+
+def _integration_helpers() -> ModuleType:
+    """tests/integration/conftest.py, by path: every conftest is a module named `conftest`,
+    so `from conftest import ...` gets whichever one pytest loaded last."""
+    name = "mintca_tests_integration_conftest"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # before running it: its dataclasses look themselves up
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+_helpers = _integration_helpers()
+LiveServer = _helpers.LiveServer
+start_server = _helpers.start_server
+stop_server = _helpers.stop_server
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.db,
+    pytest.mark.skipif(
+        not os.environ.get("MINTCA_TEST_DATABASE_URL"),
+        reason="needs PostgreSQL: set MINTCA_TEST_DATABASE_URL (two processes share one database)",
+    ),
+]
+
+CERTIFICATES = 12
+TIMEOUT = 120  # seconds for any one thread's work; HTTP calls have their own 30 s timeouts
+
+
+@dataclass(frozen=True)
+class Issued:
+    serial: str
+    certificate: x509.Certificate
+    issuing: x509.Certificate
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one racing thread saw: its revocation, then a CRL and OCSP right after it."""
+
+    serial: str
+    via: str
+    revoke_status: int
+    revoke_body: str
+    crl_number: int
+    crl_der: bytes
+    crl_serials: frozenset[int]
+    ocsp_elsewhere: ocsp.OCSPCertStatus  # asked of the other process
+
+
+@pytest.fixture
+def servers(initialised_settings: Settings, tmp_path: Path) -> Iterator[dict[str, LiveServer]]:
+    """Two processes, one database and data dir: what a replicated deployment looks like."""
+    started: list[Any] = []
+    try:
+        named = {}
+        for name in ("a", "b"):
+            process, server = start_server(initialised_settings, tmp_path / f"serve-{name}.log")
+            started.append(process)
+            named[name] = server
+        yield named
+    finally:
+        for process in started:
+            stop_server(process)
+
+
+def enroll(public: httpx.Client, token: str, name: str) -> Issued:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    answer = public.post(
+        "/v1/certificates",
+        json={"csr": csr.public_bytes(serialization.Encoding.PEM).decode()},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    return Issued(
+        serial=body["serial"],
+        certificate=x509.load_pem_x509_certificate(body["certificate"].encode()),
+        issuing=x509.load_pem_x509_certificate(body["chain"][0].encode()),
+    )
+
+
+def crl_number(crl: x509.CertificateRevocationList) -> int:
+    return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+
+
+def ocsp_status(public: httpx.Client, issued: Issued) -> ocsp.OCSPCertStatus:
+    request = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(issued.certificate, issued.issuing, hashes.SHA1())
+        .build()
+    )
+    answer = public.post(
+        "/ocsp",
+        content=request.public_bytes(serialization.Encoding.DER),
+        headers={"Content-Type": "application/ocsp-request"},
+    )
+    assert answer.status_code == 200, answer.text
+    response = ocsp.load_der_ocsp_response(answer.content)
+    assert response.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL, answer.content.hex()
+    return response.certificate_status
+
+
+def race(servers: dict[str, LiveServer], ca_id: str, certificates: list[Issued]) -> list[Outcome]:
+    """Revoke every certificate at once, half through each process; each thread then fetches
+    the full CRL from the process it used and asks the other process's OCSP responder."""
+    barrier = threading.Barrier(len(certificates), timeout=TIMEOUT)
+    names = sorted(servers)
+
+    def revoke(index: int) -> Outcome:
+        via, other = names[index % 2], names[(index + 1) % 2]
+        issued = certificates[index]
+        with (
+            servers[via].admin_client() as admin,
+            servers[via].public_client() as public,
+            servers[other].public_client() as elsewhere,
+        ):
+            admin.get("/admin/cas").raise_for_status()  # the TLS handshake, before the start
+            barrier.wait()
+            answer = admin.post(
+                f"/admin/certificates/{issued.serial}/revoke", json={"reason": "keyCompromise"}
+            )
+            fetched = public.get(f"/crl/{ca_id}.crl")
+            assert fetched.status_code == 200, fetched.text
+            crl = x509.load_der_x509_crl(fetched.content)
+            return Outcome(
+                serial=issued.serial,
+                via=via,
+                revoke_status=answer.status_code,
+                revoke_body=answer.text,
+                crl_number=crl_number(crl),
+                crl_der=fetched.content,
+                crl_serials=frozenset(entry.serial_number for entry in crl),
+                ocsp_elsewhere=ocsp_status(elsewhere, issued),
+            )
+
+    with ThreadPoolExecutor(max_workers=len(certificates)) as pool:
+        futures = [pool.submit(revoke, index) for index in range(len(certificates))]
+        return [future.result(timeout=TIMEOUT) for future in futures]
+
+
+@dataclass(frozen=True)
+class Published:
+    number: int
+    delta_base: int | None
+    this_update: datetime
+    crl: x509.CertificateRevocationList
+
+
+def published_crls(settings: Settings, ca_id: str) -> tuple[list[Published], int]:
+    """Every CRL of the CA in the `crls` table, by number, and the CA row's counter."""
+    db = Database(settings.effective_database_url, pool_size=1)
+    try:
+        with db.read() as session:
+            rows = session.scalars(
+                select(CRLRecord)
+                .where(CRLRecord.ca_id == ca_id)
+                .order_by(CRLRecord.number, CRLRecord.is_delta)
+            ).all()
+            counter = session.scalars(select(CARecord.crl_number).where(CARecord.id == ca_id)).one()
+            published = [
+                Published(r.number, r.delta_base, r.this_update, x509.load_der_x509_crl(r.der))
+                for r in rows
+            ]
+    finally:
+        db.dispose()
+    return published, counter
+
+
+def test_two_processes_revoking_at_once(
+    servers: dict[str, LiveServer], initialised_settings: Settings
+) -> None:
+    a, b = servers["a"], servers["b"]
+    with a.admin_client() as admin, a.public_client() as public_a, b.public_client() as public_b:
+        token = admin.post(
+            "/admin/tokens", json={"names": ["*.internal"], "max_uses": CERTIFICATES}
+        )
+        assert token.status_code == 201, token.text
+        cas = admin.get("/admin/cas").json()
+        ca_id = next(ca["ca_id"] for ca in cas if ca["active"])
+        certificates = [
+            enroll((public_a, public_b)[i % 2], token.json()["token"], f"race-{i}.internal")
+            for i in range(CERTIFICATES)
+        ]
+        published_before, _ = published_crls(initialised_settings, ca_id)
+
+        outcomes = race(servers, ca_id, certificates)
+
+        finals = {
+            name: client.get(f"/crl/{ca_id}.crl")
+            for name, client in (("a", public_a), ("b", public_b))
+        }
+        deltas = {
+            name: client.get(f"/crl/{ca_id}-delta.crl")
+            for name, client in (("a", public_a), ("b", public_b))
+        }
+        audit = admin.get("/admin/audit", params={"limit": 1000})
+    published, counter = published_crls(initialised_settings, ca_id)
+
+    revoked = {int(issued.serial, 16) for issued in certificates}
+    report = "\n".join(
+        f"{o.via}: {o.serial} -> {o.revoke_status}, then CRL #{o.crl_number}, "
+        f"other OCSP {o.ocsp_elsewhere.name}"
+        for o in outcomes
+    )
+    table = "\n".join(
+        f"#{p.number} base={p.delta_base} thisUpdate={p.this_update.isoformat()} "
+        f"entries={len(list(p.crl))}"
+        for p in published
+    )
+
+    # Every revocation succeeded, showed in the next CRL of its own process and, at once, in
+    # the other process's OCSP answers.
+    for outcome in outcomes:
+        assert outcome.revoke_status == 200, f"{outcome.revoke_body}\n{report}"
+        assert int(outcome.serial, 16) in outcome.crl_serials, report
+        assert outcome.ocsp_elsewhere == ocsp.OCSPCertStatus.REVOKED, report
+    # A CRL number names one CRL, whichever process served it.
+    by_number: dict[int, bytes] = {}
+    for outcome in outcomes:
+        assert by_number.setdefault(outcome.crl_number, outcome.crl_der) == outcome.crl_der, report
+
+    # Both processes serve the same latest CRLs, and they list every revoked serial.
+    for name, answer in (*finals.items(), *deltas.items()):
+        assert answer.status_code == 200, f"{name}: {answer.text}"
+    assert finals["a"].content == finals["b"].content, table
+    assert deltas["a"].content == deltas["b"].content, table
+    final = x509.load_der_x509_crl(finals["a"].content)
+    delta = x509.load_der_x509_crl(deltas["a"].content)
+    assert revoked <= {e.serial_number for e in final}, f"lost revocations\n{table}"
+    assert revoked <= {e.serial_number for e in delta}, f"lost revocations in the delta\n{table}"
+
+    # The audit log names one distinct CRL number per revocation.
+    assert audit.status_code == 200, audit.text
+    audit_numbers = [
+        e["details"]["crl_number"]
+        for e in audit.json()
+        if e["action"] == "certificate.revoke" and int(e["target"], 16) in revoked
+    ]
+    assert len(audit_numbers) == CERTIFICATES, audit.text
+    assert len(set(audit_numbers)) == CERTIFICATES, sorted(audit_numbers)
+
+    # In the table: one full and one delta CRL per revocation, numbered without repeats or
+    # gaps from one shared sequence, the pair issued together sharing its number (RFC 5280
+    # §5.2.3), the CA's counter at the last number.
+    numbers = [p.number for p in published if p.delta_base is None]
+    assert numbers == list(range(1, len(numbers) + 1)), table
+    assert [p.number for p in published if p.delta_base is not None] == numbers, table
+    assert len(published) == len(published_before) + 2 * CERTIFICATES, table
+    assert counter == numbers[-1], f"counter {counter}\n{table}"
+    full_entries: set[int] = set()
+    previous: Published | None = None
+    for p in published:
+        assert crl_number(p.crl) == p.number, table
+        assert p.crl.extensions.get_extension_for_class(x509.CRLNumber)
+        if p.delta_base is None:
+            # Each full CRL keeps what the one before it listed: no revocation is lost when
+            # two publications race.
+            listed = {e.serial_number for e in p.crl}
+            assert full_entries <= listed, f"#{p.number} dropped entries\n{table}"
+            full_entries = listed
+        else:
+            indicator = p.crl.extensions.get_extension_for_class(x509.DeltaCRLIndicator)
+            assert indicator.value.crl_number == p.delta_base <= p.number, table
+            assert previous is not None, table
+            assert previous.delta_base is None, table
+            assert previous.number == p.number, table
+        # Publication order: a greater number is never issued earlier (a relying party that
+        # picks the newest CRL by thisUpdate must get the one with the greatest number).
+        if previous is not None:
+            assert p.this_update >= previous.this_update, f"#{p.number} predates\n{table}"
+        previous = p
+    assert revoked <= full_entries, table
+    assert crl_number(final) == max(numbers), table
