@@ -20,6 +20,7 @@ from app.db import certificates as certificate_queries
 from app.db.engine import Database
 from app.db.models import CertificateRecord
 from app.errors import NotFoundError
+from app.services import audit
 from app.services.keyring import Authority
 
 CertificateStatus = Literal["good", "revoked", "expired"]
@@ -96,7 +97,10 @@ def store_certificate(
     names: RequestedNames,
     token_id: str | None,
     now: datetime,
+    actor: str,
 ) -> CertificateRecord:
+    """Add the certificate's row and its `certificate.issue` audit row to the caller's
+    transaction: an issuance is never stored without its audit record."""
     all_names = names.all()
     record = CertificateRecord(
         serial=format_serial(certificate.serial_number),
@@ -112,6 +116,14 @@ def store_certificate(
         created_at=now,
     )
     session.add(record)
+    audit.record(
+        session,
+        at=now,
+        actor=actor,
+        action="certificate.issue",
+        target=record.serial,
+        details={"profile": profile, "names": all_names, "ca_id": ca_id},
+    )
     return record
 
 

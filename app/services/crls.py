@@ -88,55 +88,44 @@ class CRLService:
         # with a smaller number, so the pair never double-counts).
         number = ca.crl_number = ca.crl_number + 1
         next_update = now + self.validity
-        revoked = certificate_queries.revoked_on(session, ca_id, now)
-        full = authority.signer.sign_crl(
-            build_crl(
+
+        def store(entries: list[RevokedEntry], *, delta_base: int | None = None) -> bytes:
+            builder = build_crl(
                 issuer=authority.certificate,
                 number=number,
                 this_update=now,
                 next_update=next_update,
-                entries=[_entry(r) for r in revoked],
+                entries=entries,
+                delta_base=delta_base,
                 delta_url=self._endpoints.delta_crl(ca_id),
             )
-        )
-        session.add(self._row(ca_id, number, None, now, next_update, full))
-        session.flush()
+            der = authority.signer.sign_crl(builder).public_bytes(Encoding.DER)
+            session.add(
+                CRLRecord(
+                    ca_id=ca_id,
+                    number=number,
+                    is_delta=delta_base is not None,
+                    delta_base=delta_base,
+                    this_update=now,
+                    next_update=next_update,
+                    der=der,
+                )
+            )
+            session.flush()
+            return der
+
+        # RFC 5280 §3.3: an entry stays until a regularly scheduled CRL issued after notAfter
+        # has listed it; republication comes within half a validity, so keep one validity.
+        revoked = certificate_queries.revoked_on(session, ca_id, now - self.validity)
+        full_der = store([_entry(r) for r in revoked])
+        # The delta's base is the oldest full CRL still current (this one at the latest).
         base = crl_queries.oldest_current_full_number(session, ca_id, now) or number
         changed = certificate_queries.changed_since(session, ca_id, base)
-        delta = authority.signer.sign_crl(
-            build_crl(
-                issuer=authority.certificate,
-                number=number,
-                this_update=now,
-                next_update=next_update,
-                entries=[
-                    _entry(r) if r.revoked_at is not None else _removed_entry(r, now)
-                    for r in changed
-                ],
-                delta_base=base,
-            )
-        )
-        session.add(self._row(ca_id, number, base, now, next_update, delta))
-        return PublishedCRL(ca_id, number, None, now, next_update, full.public_bytes(Encoding.DER))
-
-    @staticmethod
-    def _row(
-        ca_id: str,
-        number: int,
-        base: int | None,
-        this_update: datetime,
-        next_update: datetime,
-        crl: x509.CertificateRevocationList,
-    ) -> CRLRecord:
-        return CRLRecord(
-            ca_id=ca_id,
-            number=number,
-            is_delta=base is not None,
+        store(
+            [_entry(r) if r.revoked_at is not None else _removed_entry(r, now) for r in changed],
             delta_base=base,
-            this_update=this_update,
-            next_update=next_update,
-            der=crl.public_bytes(Encoding.DER),
         )
+        return PublishedCRL(ca_id, number, None, now, next_update, full_der)
 
     def latest(self, ca_id: str, *, delta: bool = False) -> PublishedCRL:
         """Raises:

@@ -17,7 +17,6 @@ from app.clock import Clock
 from app.db.engine import Database
 from app.db.tokens import spend_use
 from app.errors import ProfileViolationError, TokenRejectedError
-from app.services.audit import record
 from app.services.certificates import sign_leaf, store_certificate
 from app.services.keyring import Keyring
 from app.services.tokens import TokenGrant, TokenService
@@ -123,13 +122,6 @@ class EnrollmentService:
                 names=names,
                 token_id=grant.id,
                 now=now,
-            )
-            record(
-                session,
-                at=now,
                 actor=f"token:{grant.id}",
-                action="certificate.issue",
-                target=serial,
-                details={"profile": chosen.name, "names": names.all(), "ca_id": authority.ca_id},
             )
         return IssuedCertificate(serial, certificate, self._keyring.chain(authority), chosen.name)

@@ -22,7 +22,6 @@ from app.db import responders as responder_queries
 from app.db.cas import lock_ca
 from app.db.engine import Database
 from app.db.models import ResponderRecord
-from app.services.audit import record
 from app.services.certificates import sign_leaf, store_certificate
 from app.services.keyring import Authority, Keyring
 
@@ -92,6 +91,7 @@ class ResponderService:
                 names=names,
                 token_id=None,
                 now=now,
+                actor="mintca",
             )
             session.add(
                 ResponderRecord(
@@ -104,14 +104,6 @@ class ResponderService:
                     not_after=certificate.not_valid_after_utc,
                     created_at=now,
                 )
-            )
-            record(
-                session,
-                at=now,
-                actor="mintca",
-                action="ocsp_responder.issue",
-                target=serial,
-                details={"ca_id": authority.ca_id},
             )
             return Responder(certificate, LocalSigner(key))
 

@@ -98,28 +98,16 @@ def _initialise(
             session.flush()
             for ca, parent in ((root, None), (issuing, root.ca_id)):
                 keyring.add(_authority(ca, parent, active=ca is issuing))
-            authority = keyring.get(issuing.ca_id)
-            admin_key = generate_private_key("ec-p256")
-            admin = sign_leaf(
-                authority,
-                public_key=admin_key.public_key(),
-                names=RequestedNames(common_name=options.admin_name),
-                profile=PROFILES["admin"],
+            admin = _issue_into_files(
+                session,
+                keyring.get(issuing.ca_id),
+                RequestedNames(common_name=options.admin_name),
+                profile="admin",
                 validity=ADMIN_VALIDITY,
                 now=now,
                 endpoints=endpoints,
+                files=files,
             )
-            store_certificate(
-                session,
-                admin,
-                ca_id=issuing.ca_id,
-                profile="admin",
-                names=RequestedNames(common_name=options.admin_name),
-                token_id=None,
-                now=now,
-            )
-            files["admin.pem"] = (_pem_chain(admin, issuing.certificate), 0o644)
-            files["admin-key.pem"] = (private_key_pem(admin_key), 0o600)
             crls = CRLService(db, clock, keyring, endpoints, settings.crl_validity)
             for ca in (root, issuing):
                 crls.publish(session, ca.ca_id, now=now)
@@ -140,37 +128,16 @@ def _initialise(
         root_authority = keyring.root()
         issuing_authority = keyring.active_issuer()
         if not (settings.data_dir / "server.pem").exists():
-            server_key = generate_private_key("ec-p256")
-            names = _server_names(options.server_names)
-            now = clock.now()
-            server = sign_leaf(
+            _issue_into_files(
+                session,
                 issuing_authority,
-                public_key=server_key.public_key(),
-                names=names,
-                profile=PROFILES["server"],
-                validity=SERVER_VALIDITY,
-                now=now,
-                endpoints=endpoints,
-            )
-            store_certificate(
-                session,
-                server,
-                ca_id=issuing_authority.ca_id,
+                _server_names(options.server_names),
                 profile="server",
-                names=names,
-                token_id=None,
-                now=now,
+                validity=SERVER_VALIDITY,
+                now=clock.now(),
+                endpoints=endpoints,
+                files=files,
             )
-            record(
-                session,
-                at=now,
-                actor="mintca init",
-                action="certificate.issue",
-                target=format_serial(server.serial_number),
-                details={"profile": "server", "names": names.all()},
-            )
-            files["server.pem"] = (_pem_chain(server, issuing_authority.certificate), 0o644)
-            files["server-key.pem"] = (private_key_pem(server_key), 0o600)
     # Files are written after the commit: a crash here leaves rows, and a rerun writes files.
     files.setdefault("root.pem", (_pem_chain(root_authority.certificate), 0o644))
     files.setdefault(
@@ -206,6 +173,44 @@ def _add_ca(
             crl_number=0,
         )
     )
+
+
+def _issue_into_files(
+    session: Session,
+    authority: Authority,
+    names: RequestedNames,
+    *,
+    profile: str,
+    validity: timedelta,
+    now: datetime,
+    endpoints: Endpoints,
+    files: dict[str, tuple[bytes, int]],
+) -> x509.Certificate:
+    """Issue a leaf with a fresh P-256 key, store it, and queue `<profile>.pem` (leaf and
+    issuing CA) and `<profile>-key.pem` (0600) for the data dir."""
+    key = generate_private_key("ec-p256")
+    certificate = sign_leaf(
+        authority,
+        public_key=key.public_key(),
+        names=names,
+        profile=PROFILES[profile],
+        validity=validity,
+        now=now,
+        endpoints=endpoints,
+    )
+    store_certificate(
+        session,
+        certificate,
+        ca_id=authority.ca_id,
+        profile=profile,
+        names=names,
+        token_id=None,
+        now=now,
+        actor="mintca init",
+    )
+    files[f"{profile}.pem"] = (_pem_chain(certificate, authority.certificate), 0o644)
+    files[f"{profile}-key.pem"] = (private_key_pem(key), 0o600)
+    return certificate
 
 
 def _authority(ca: NewCA, parent: str | None, *, active: bool) -> Authority:
