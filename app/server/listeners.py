@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 import ssl
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,6 @@ from app.api.apps import create_mtls_app, create_public_app
 from app.config import Settings, parse_bind
 from app.server.tls_scope import PeerCertHttpToolsProtocol
 from app.services.container import Services
-from app.services.setup import write_file_atomically
 
 log = logging.getLogger(__name__)
 REPUBLISH_INTERVAL_SECONDS = 60
@@ -44,16 +44,19 @@ def bind_socket(bind: str) -> socket.socket:
     return sock
 
 
-def write_trust_bundle(services: Services) -> Path:
-    """Every CA this process knows, for the mtls listener's `ssl_ca_certs`."""
-    path = services.settings.data_dir / f".mtls-trust-{id(services)}.pem"
+@contextlib.contextmanager
+def trust_bundle(services: Services) -> Iterator[Path]:
+    """Every CA this process knows, as a file for the mtls listener's `ssl_ca_certs`; it
+    exists only while uvicorn loads its SSL context."""
     bundle = b"".join(a.certificate.public_bytes(Encoding.PEM) for a in services.keyring.all())
-    write_file_atomically(path, bundle, 0o644)
-    return path
+    with tempfile.NamedTemporaryFile(suffix=".pem") as handle:
+        handle.write(bundle)
+        handle.flush()
+        yield Path(handle.name)
 
 
 def server_configs(
-    services: Services, settings: Settings, trust_bundle: Path
+    services: Services, settings: Settings, ca_bundle: Path
 ) -> tuple[uvicorn.Config, uvicorn.Config]:
     data_dir = settings.data_dir
     common = {"lifespan": "off", "log_level": settings.log_level, "proxy_headers": False}
@@ -71,7 +74,7 @@ def server_configs(
         http=PeerCertHttpToolsProtocol,
         ssl_certfile=str(data_dir / "server.pem"),
         ssl_keyfile=str(data_dir / "server-key.pem"),
-        ssl_ca_certs=str(trust_bundle),
+        ssl_ca_certs=str(ca_bundle),
         ssl_cert_reqs=ssl.CERT_REQUIRED,
         **common,  # type: ignore[arg-type]
     )
@@ -81,8 +84,9 @@ def server_configs(
 async def serve_both(
     services: Services, public_sock: socket.socket, mtls_sock: socket.socket
 ) -> None:
-    trust_bundle = write_trust_bundle(services)
-    public_config, mtls_config = server_configs(services, services.settings, trust_bundle)
+    with trust_bundle(services) as bundle:
+        public_config, mtls_config = server_configs(services, services.settings, bundle)
+        mtls_config.load()  # reads the bundle into the SSL context now
     servers = [_Server(public_config), _Server(mtls_config)]
 
     def stop() -> None:
@@ -99,7 +103,6 @@ async def serve_both(
         )
     finally:
         republisher.cancel()
-        trust_bundle.unlink(missing_ok=True)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
