@@ -12,6 +12,7 @@ import ssl
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -58,25 +59,27 @@ def trust_bundle(services: Services) -> Iterator[Path]:
 def server_configs(
     services: Services, settings: Settings, ca_bundle: Path
 ) -> tuple[uvicorn.Config, uvicorn.Config]:
-    data_dir = settings.data_dir
-    common = {"lifespan": "off", "log_level": settings.log_level, "proxy_headers": False}
-    public_tls = (
-        {
-            "ssl_certfile": str(data_dir / "server.pem"),
-            "ssl_keyfile": str(data_dir / "server-key.pem"),
-        }
-        if settings.public_tls
-        else {}
+    tls_files: dict[str, Any] = {
+        "ssl_certfile": str(settings.data_dir / "server.pem"),
+        "ssl_keyfile": str(settings.data_dir / "server-key.pem"),
+    }
+    # One protocol class for both listeners: it brings the peer certificate into the scope
+    # and closes idle TLS connections promptly on shutdown.
+    common: dict[str, Any] = {
+        "http": PeerCertHttpToolsProtocol,
+        "lifespan": "off",
+        "log_level": settings.log_level,
+        "proxy_headers": False,
+    }
+    public = uvicorn.Config(
+        create_public_app(services), **common, **(tls_files if settings.public_tls else {})
     )
-    public = uvicorn.Config(create_public_app(services), **common, **public_tls)  # type: ignore[arg-type]
     mtls = uvicorn.Config(
         create_mtls_app(services),
-        http=PeerCertHttpToolsProtocol,
-        ssl_certfile=str(data_dir / "server.pem"),
-        ssl_keyfile=str(data_dir / "server-key.pem"),
+        **common,
+        **tls_files,
         ssl_ca_certs=str(ca_bundle),
         ssl_cert_reqs=ssl.CERT_REQUIRED,
-        **common,  # type: ignore[arg-type]
     )
     return public, mtls
 

@@ -52,3 +52,15 @@ class PeerCertHttpToolsProtocol(HttpToolsProtocol):
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.app = TLSScopeApp(self.app, tls_extension(ssl_object))
+
+    def shutdown(self) -> None:
+        # Closing TLS waits up to 30 s (asyncio's ssl_shutdown_timeout) for the peer's
+        # close_notify, which an idle keep-alive client never sends: SIGTERM waited for it.
+        idle = self.cycle is None or self.cycle.response_complete
+        super().shutdown()
+        if idle:
+            asyncio.get_running_loop().call_later(1.0, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if self in self.server_state.connections:
+            self.transport.abort()

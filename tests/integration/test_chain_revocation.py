@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 if TYPE_CHECKING:  # the fixture's class; conftest modules are not imported by name
-    from tests.integration.conftest import LiveServer
+    from tests.integration.live import LiveServer
 
 pytestmark = pytest.mark.integration
 

@@ -8,16 +8,13 @@ and then checks every CRL they published, from HTTP and from the `crls` table.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -32,26 +29,7 @@ from sqlalchemy import select
 from app.config import Settings
 from app.db.engine import Database
 from app.db.models import CARecord, CRLRecord
-
-
-def _integration_helpers() -> ModuleType:
-    """tests/integration/conftest.py, by path: every conftest is a module named `conftest`,
-    so `from conftest import ...` gets whichever one pytest loaded last."""
-    name = "mintca_tests_integration_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # before running it: its dataclasses look themselves up
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_helpers = _integration_helpers()
-LiveServer = _helpers.LiveServer
-start_server = _helpers.start_server
-stop_server = _helpers.stop_server
+from tests.integration.live import LiveServer, start_server, stop_server
 
 pytestmark = [
     pytest.mark.integration,

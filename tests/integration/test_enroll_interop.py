@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 if TYPE_CHECKING:  # the fixture's class; conftest modules are not imported by name
-    from tests.integration.conftest import LiveServer
+    from tests.integration.live import LiveServer
 
 pytestmark = pytest.mark.integration
 

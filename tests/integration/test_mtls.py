@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 if TYPE_CHECKING:  # the fixture's class; conftest modules are not imported by name
-    from tests.integration.conftest import LiveServer
+    from tests.integration.live import LiveServer
 
 pytestmark = pytest.mark.integration
 

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import base64
 import email.utils
-import importlib.util
 import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import quote
 
@@ -39,26 +36,7 @@ from pkilint.pkix import name as pkilint_name
 from pkilint.pkix import ocsp as pkilint_ocsp
 
 from app.config import Settings
-
-
-def _integration_helpers() -> ModuleType:
-    """tests/integration/conftest.py, by path: every conftest is a module named `conftest`,
-    so `from conftest import ...` gets whichever one pytest loaded last."""
-    name = "mintca_tests_integration_conftest"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("conftest.py"))
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # before running it: its dataclasses look themselves up
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_helpers = _integration_helpers()
-LiveServer = _helpers.LiveServer
-start_server = _helpers.start_server
-stop_server = _helpers.stop_server
+from tests.integration.live import LiveServer, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 
