@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-if TYPE_CHECKING:  # the fixture's class; conftest modules are not imported by name
-    from tests.integration.live import LiveServer
+from tests.integration.live import LiveServer
 
 pytestmark = pytest.mark.integration
 

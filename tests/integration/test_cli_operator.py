@@ -13,16 +13,13 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 from cryptography import x509
 
 from app.config import Settings
 from app.services.setup import InitReport
-
-if TYPE_CHECKING:  # the fixture's class; conftest modules are not imported by name
-    from tests.integration.live import LiveServer
+from tests.integration.live import LiveServer
 
 pytestmark = pytest.mark.integration
 

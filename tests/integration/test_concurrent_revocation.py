@@ -21,14 +21,13 @@ import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from app.config import Settings
 from app.db.engine import Database
 from app.db.models import CARecord, CRLRecord
+from tests.helpers import csr_pem
 from tests.integration.live import LiveServer, start_server, stop_server
 
 pytestmark = [
@@ -82,16 +81,9 @@ def servers(initialised_settings: Settings, tmp_path: Path) -> Iterator[dict[str
 
 
 def enroll(public: httpx.Client, token: str, name: str) -> Issued:
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
     answer = public.post(
         "/v1/certificates",
-        json={"csr": csr.public_bytes(serialization.Encoding.PEM).decode()},
+        json={"csr": csr_pem(name)},
         headers={"Authorization": f"Bearer {token}"},
     )
     assert answer.status_code == 201, answer.text

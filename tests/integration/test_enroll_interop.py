@@ -14,7 +14,6 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -23,8 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-if TYPE_CHECKING:  # the fixture's class; conftest modules are not imported by name
-    from tests.integration.live import LiveServer
+from tests.integration.live import LiveServer
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,6 @@ import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -22,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-if TYPE_CHECKING:  # the fixture's class; conftest modules are not imported by name
-    from tests.integration.live import LiveServer
+from tests.helpers import make_csr
+from tests.integration.live import LiveServer
 
 pytestmark = pytest.mark.integration
 
@@ -53,13 +52,7 @@ def enroll_client(server: LiveServer, directory: Path, *, profile: str, name: st
     with server.admin_client() as admin:
         created = admin.post("/admin/tokens", json={"profile": profile, "names": [name]})
     assert created.status_code == 201, created.text
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    key, csr = make_csr(name)
     with server.public_client() as public:
         issued = public.post(
             "/v1/certificates",

@@ -5,16 +5,11 @@ expired (RFC 5280 §3.3) and written as RFC 5280 §5.3 says."""
 from __future__ import annotations
 
 import threading
-import uuid
 from datetime import UTC, timedelta, timezone
 
 import pytest
 from asn1crypto import core as asn1_core
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 from sqlalchemy import text
 
 from app.clock import FixedClock
@@ -22,8 +17,8 @@ from app.config import Settings
 from app.errors import NotFoundError
 from app.services.container import Services
 from app.services.crls import PublishedCRL
-from app.services.enrollment import IssuedCertificate
 from app.services.setup import InitReport
+from tests.helpers import enroll_via_services
 
 pytestmark = pytest.mark.db
 
@@ -31,28 +26,6 @@ PROCESSES = 4
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def enroll(services: Services, *, validity_days: int | None = None) -> IssuedCertificate:
-    """A server certificate from the active issuing CA, through a token and a real CSR."""
-    name = f"{uuid.uuid4().hex[:12]}.svc.example.internal"
-    token = services.tokens.create(
-        actor="test",
-        profiles=["server"],
-        names=[name],
-        ttl=timedelta(hours=1),
-        max_uses=1,
-        max_validity_days=None,
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    pem = csr.public_bytes(Encoding.PEM)
-    return services.enrollment.enroll(token=token.token, csr_data=pem, validity_days=validity_days)
 
 
 def load(published: PublishedCRL) -> x509.CertificateRevocationList:
@@ -210,7 +183,7 @@ def test_full_and_delta_share_their_number_and_the_base_moves_forward(
 
 
 def test_a_revocation_is_on_the_full_crl_and_the_delta(services: Services) -> None:
-    issued = enroll(services)
+    issued = enroll_via_services(services)
     ca_id = services.keyring.active_issuer().ca_id
 
     services.revocation.revoke(
@@ -233,7 +206,7 @@ def test_entry_stays_until_its_certificate_has_expired(
     regularly scheduled CRL issued beyond the revoked certificate's validity period." So the
     entry is on every CRL up to notAfter and on the first one after it, and gone two days
     later."""
-    issued = enroll(services, validity_days=1)
+    issued = enroll_via_services(services, validity_days=1)
     ca_id = services.keyring.active_issuer().ca_id
     serial_number = issued.certificate.serial_number
     not_after = issued.certificate.not_valid_after_utc
@@ -277,7 +250,7 @@ REASONS = [
 def test_entry_carries_reason_and_invalidity_date(
     services: Services, clock: FixedClock, reason: str, expected: x509.ReasonFlags | None
 ) -> None:
-    issued = enroll(services)
+    issued = enroll_via_services(services)
     # Given in a +02:00 offset; RFC 5280 §5.3.2 wants GeneralizedTime in UTC ("Z").
     invalid_since = (clock.now() - timedelta(days=3)).astimezone(timezone(timedelta(hours=2)))
     services.revocation.revoke(

@@ -7,14 +7,11 @@ import base64
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -23,6 +20,7 @@ from app.clock import FixedClock
 from app.config import Settings
 from app.services.container import Services
 from app.services.setup import InitOptions, initialise
+from tests.helpers import enroll_via_services
 
 pytestmark = pytest.mark.db
 
@@ -41,29 +39,6 @@ class Secret:
     what: str  # e.g. "PKCS#8 DER of <label>"
     value: bytes
     random: bool  # random values are also searched for in 16-byte windows
-
-
-def enroll_one(services: Services) -> None:
-    token = services.tokens.create(
-        actor="test",
-        profiles=["server"],
-        names=["api.example.internal"],
-        ttl=timedelta(hours=1),
-        max_uses=1,
-        max_validity_days=None,
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "api.example.internal")]))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("api.example.internal")]), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    services.enrollment.enroll(
-        token=token.token, csr_data=csr.public_bytes(serialization.Encoding.PEM)
-    )
 
 
 def wrapped_keys(services: Services) -> list[WrappedKey]:
@@ -190,7 +165,7 @@ def test_no_private_key_is_stored_in_the_clear(
     initialise(settings, options, clock)
     services = Services(settings, clock=clock)
     try:
-        enroll_one(services)
+        enroll_via_services(services)
         services.responders.current(services.keyring.active_issuer())  # a delegated responder
         wrapped = wrapped_keys(services)
         assert len(wrapped) == 3, f"expected root, issuing and responder keys: {wrapped}"

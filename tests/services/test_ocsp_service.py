@@ -6,7 +6,6 @@ cryptography."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -23,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import (
     PrivateFormat,
 )
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from sqlalchemy import text
 
 from app.ca.keys import unwrap_private_key
@@ -31,6 +30,7 @@ from app.clock import FixedClock
 from app.config import Settings
 from app.services.container import Services
 from app.services.enrollment import IssuedCertificate
+from tests.helpers import enroll_via_services
 
 pytestmark = pytest.mark.db
 
@@ -38,27 +38,6 @@ RESPONDER_VALIDITY = timedelta(days=7)
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def enroll(services: Services) -> IssuedCertificate:
-    """A server certificate from the active issuing CA, through a token and a real CSR."""
-    name = f"{uuid.uuid4().hex[:12]}.svc.example.internal"
-    token = services.tokens.create(
-        actor="test",
-        profiles=["server"],
-        names=[name],
-        ttl=timedelta(hours=1),
-        max_uses=1,
-        max_validity_days=None,
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return services.enrollment.enroll(token=token.token, csr_data=csr.public_bytes(Encoding.PEM))
 
 
 def ocsp_request(
@@ -134,7 +113,7 @@ def responder_rows(services: Services, ca_id: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def leaf(services: Services) -> IssuedCertificate:
-    return enroll(services)
+    return enroll_via_services(services)
 
 
 @pytest.fixture
@@ -243,7 +222,7 @@ def test_ca_signer_signs_with_the_issuing_ca(
     settings = initialised_settings.model_copy(update={"ocsp_signer": "ca"})
     ca_signed = Services(settings, clock=clock)
     try:
-        leaf = enroll(ca_signed)
+        leaf = enroll_via_services(ca_signed)
         authority = ca_signed.keyring.active_issuer()
         response = successful(ca_signed, ocsp_request(leaf.certificate, authority.certificate))
         rows = responder_rows(ca_signed, authority.ca_id)
@@ -381,7 +360,7 @@ def test_a_response_answers_for_one_ca(
     make_request: RequestFactory,
     expected: list[ocsp.OCSPCertStatus] | None,
 ) -> None:
-    other = enroll(services)
+    other = enroll_via_services(services)
     response = answer(services, make_request(leaf, other, issuing_ca, root_ca))
 
     if expected is None:

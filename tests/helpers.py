@@ -1,0 +1,51 @@
+"""Small builders the test layers share: CSRs and enrollments through the service layer."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from app.services.container import Services
+from app.services.enrollment import IssuedCertificate
+
+
+def make_csr(
+    name: str, key: ec.EllipticCurvePrivateKey | None = None
+) -> tuple[ec.EllipticCurvePrivateKey, x509.CertificateSigningRequest]:
+    """A P-256 key (or `key`) and a CSR with `name` as CN and as its one DNS SAN."""
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, csr
+
+
+def csr_pem(name: str) -> str:
+    return make_csr(name)[1].public_bytes(Encoding.PEM).decode()
+
+
+def enroll_via_services(
+    services: Services, name: str | None = None, *, validity_days: int | None = None
+) -> IssuedCertificate:
+    """A server certificate from the active issuing CA, through a one-use token and a CSR."""
+    name = name or f"{uuid.uuid4().hex[:12]}.svc.example.internal"
+    token = services.tokens.create(
+        actor="test",
+        profiles=["server"],
+        names=[name],
+        ttl=timedelta(hours=1),
+        max_uses=1,
+        max_validity_days=None,
+    )
+    return services.enrollment.enroll(
+        token=token.token, csr_data=csr_pem(name), validity_days=validity_days
+    )
