@@ -29,6 +29,10 @@ class TLSScopeApp:
         await self.app(scope, receive, send)
 
 
+# The ASGI TLS extension gives the version as the protocol's number.
+_TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+
+
 def tls_extension(ssl_object: ssl.SSLObject) -> dict[str, Any]:
     # On a resumed session OpenSSL still reports the certificate of the original handshake,
     # so the application's per-request database check still sees who it is.
@@ -37,7 +41,7 @@ def tls_extension(ssl_object: ssl.SSLObject) -> dict[str, Any]:
         "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
         "client_cert_name": None,
         "client_cert_error": None,
-        "tls_version": ssl_object.version(),
+        "tls_version": _TLS_VERSIONS.get(ssl_object.version() or ""),
         "cipher_suite": None,
         "server_cert": None,
         "session_reused": ssl_object.session_reused,
