@@ -19,9 +19,9 @@ def find_ca(session: Session, ca_id: str) -> CARecord | None:
 def lock_ca(session: Session, ca_id: str) -> CARecord:
     """Lock the CA row for the rest of the transaction (FOR UPDATE on PostgreSQL; on SQLite
     the write transaction began IMMEDIATE and already holds the database's write lock)."""
-    record = session.scalars(select(CARecord).where(CARecord.id == ca_id).with_for_update()).one()
-    session.refresh(record)
-    return record
+    # populate_existing: a row this session loaded before the lock is read again under it.
+    query = select(CARecord).where(CARecord.id == ca_id).with_for_update()
+    return session.scalars(query.execution_options(populate_existing=True)).one()
 
 
 def any_ca_exists(session: Session) -> bool:

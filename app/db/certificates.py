@@ -16,9 +16,9 @@ def find_certificate(session: Session, serial: str) -> CertificateRecord | None:
 
 
 def lock_certificate(session: Session, serial: str) -> CertificateRecord | None:
-    return session.scalars(
-        select(CertificateRecord).where(CertificateRecord.serial == serial).with_for_update()
-    ).one_or_none()
+    """Lock the row and read it afresh, even if this session loaded it before the lock."""
+    query = select(CertificateRecord).where(CertificateRecord.serial == serial).with_for_update()
+    return session.scalars(query.execution_options(populate_existing=True)).one_or_none()
 
 
 def find_many(session: Session, ca_id: str, serials: Sequence[str]) -> list[CertificateRecord]:

@@ -114,7 +114,6 @@ class RevocationService:
             now = self._clock.now()
             certificate = certificate_queries.lock_certificate(session, key)
             assert certificate is not None
-            session.refresh(certificate)
             details = apply(certificate, now)
             certificate.status_crl_number = number
             session.flush()
