@@ -99,7 +99,14 @@ def read_requested_names(csr: x509.CertificateSigningRequest) -> RequestedNames:
         common_name = common_name.lower().rstrip(".")
     if common_name is None and not (dns or ips or uris or emails):
         raise MalformedCSRError("the CSR names nothing: give a CN or a subjectAltName")
-    return RequestedNames(common_name, tuple(dns), tuple(ips), tuple(uris), tuple(emails))
+    # A name asked for twice is certified once (dict keeps the CSR's order).
+    return RequestedNames(
+        common_name,
+        tuple(dict.fromkeys(dns)),
+        tuple(dict.fromkeys(ips)),
+        tuple(dict.fromkeys(uris)),
+        tuple(dict.fromkeys(emails)),
+    )
 
 
 def name_allowed(name: str, patterns: list[str]) -> bool:

@@ -215,3 +215,20 @@ def test_read_requested_names_refuses(
 )
 def test_san_entries(names: RequestedNames, expected: list[x509.GeneralName]) -> None:
     assert names.san_entries() == expected
+
+
+def test_a_name_asked_for_twice_is_certified_once() -> None:
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("a.zone"), x509.DNSName("A.zone"), x509.DNSName("b.zone")]
+            ),
+            critical=False,
+        )
+        .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+    )
+    names = read_requested_names(csr)
+    assert names.dns == ("a.zone", "b.zone")
+    assert [e.value for e in names.san_entries()] == ["a.zone", "b.zone"]
