@@ -11,6 +11,9 @@ BIN := $(VENV)/bin
 # Touched after a successful install; pyproject.toml newer than it means install again.
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Branch coverage of app/, subprocesses (mintca serve, the CLI) included; the floor is in
+# pyproject.toml. `make test PYTEST_ARGS=tests/ca COVERAGE=` runs a subset without it.
+COVERAGE ?= --cov --cov-report=term
 
 .PHONY: venv run test lint check
 
@@ -27,7 +30,7 @@ run: venv
 	$(BIN)/mintca serve
 
 test: venv
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q $(COVERAGE) $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
