@@ -23,8 +23,8 @@ from app.ca.ocsp import (
 from app.ca.serials import format_serial
 from app.clock import Clock
 from app.db import certificates as certificate_queries
+from app.db.certificates import RevocationState
 from app.db.engine import Database
-from app.db.models import CertificateRecord
 from app.services.crls import REASON_BY_NAME
 from app.services.keyring import Authority, Keyring
 from app.services.responders import ResponderService
@@ -94,21 +94,15 @@ class OCSPService:
         authority = self._keyring.get(str(ca_ids.pop()))
         serials = [format_serial(cert_id.serial_number) for cert_id in request.cert_ids]
         with self._db.read() as session:
-            rows = {
-                r.serial: r
-                for r in certificate_queries.find_many(session, authority.ca_id, serials)
-            }
-        snapshot: Snapshot = tuple(
-            (s, rows[s].revoked_at, rows[s].revocation_reason) if s in rows else (s, None, "?")
-            for s in serials
-        )
+            states = certificate_queries.revocation_states(session, authority.ca_id, serials)
+        snapshot: Snapshot = tuple((s, *states.get(s, (None, "?"))) for s in serials)
         now = self._clock.now()
         key = request.cache_key() if request.nonce is None else None
         if key is not None:
             cached = self._cache.get(key)
             if cached is not None and cached.snapshot == snapshot and now < cached.refresh_after:
                 return cached.answer
-        answer = self._sign(authority, request, rows, now)
+        answer = self._sign(authority, request, states, now)
         if key is not None:
             with self._lock:
                 self._cache[key] = _Cached(snapshot, answer, now + self._validity / 2)
@@ -121,7 +115,7 @@ class OCSPService:
         self,
         authority: Authority,
         request: OCSPRequestInfo,
-        rows: dict[str, CertificateRecord],
+        states: dict[str, RevocationState],
         now: datetime,
     ) -> OCSPAnswer:
         this_update = now.replace(microsecond=0)
@@ -135,7 +129,7 @@ class OCSPService:
         statuses = [
             _status(
                 cert_id,
-                rows.get(format_serial(cert_id.serial_number)),
+                states.get(format_serial(cert_id.serial_number)),
                 this_update,
                 next_update,
                 subordinate_ca=cert_id.serial_number in subordinates,
@@ -174,23 +168,24 @@ class OCSPService:
 
 def _status(
     cert_id: CertID,
-    row: CertificateRecord | None,
+    state: RevocationState | None,
     this_update: datetime,
     next_update: datetime,
     *,
     subordinate_ca: bool = False,
 ) -> SingleStatus:
-    if row is None:
+    if state is None:
         # RFC 6960 §2.2: a serial of a CA we run that we never issued is "unknown".
         status: CertStatusName = "good" if subordinate_ca else "unknown"
         return SingleStatus(cert_id, status, this_update, next_update)
-    if row.revoked_at is not None:
+    revoked_at, reason = state
+    if revoked_at is not None:
         return SingleStatus(
             cert_id,
             "revoked",
             this_update,
             next_update,
-            revoked_at=row.revoked_at.replace(microsecond=0),
-            revocation_reason=REASON_BY_NAME.get(row.revocation_reason or "unspecified"),
+            revoked_at=revoked_at.replace(microsecond=0),
+            revocation_reason=REASON_BY_NAME.get(reason or "unspecified"),
         )
     return SingleStatus(cert_id, "good", this_update, next_update)
