@@ -159,7 +159,7 @@ def build_leaf(
     subject = x509.Name(
         [x509.NameAttribute(NameOID.COMMON_NAME, names.common_name)] if names.common_name else []
     )
-    sans = names.san_entries()
+    sans = names.san_entries(cn_is_host=profile.serves_tls)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)

@@ -30,12 +30,13 @@ class RequestedNames:
             names.insert(0, self.common_name)
         return names
 
-    def san_entries(self) -> list[x509.GeneralName]:
-        """SANs for the leaf. A CN that is a DNS name or IP is copied into the SANs,
-        because clients match host names against SANs only (RFC 6125)."""
+    def san_entries(self, *, cn_is_host: bool = True) -> list[x509.GeneralName]:
+        """SANs for the leaf. For certificates that serve TLS (`cn_is_host`), a CN that is a
+        DNS name or IP is copied into the SANs, because clients match host names against SANs
+        only (RFC 6125); a client's CN (e.g. `admin`) names a caller, not a host."""
         dns, ips = list(self.dns), list(self.ips)
         cn = self.common_name
-        if cn is not None and cn not in dns and cn not in ips:
+        if cn_is_host and cn is not None and cn not in dns and cn not in ips:
             if is_ip(cn):
                 ips.insert(0, cn)
             elif is_dns_name(cn):

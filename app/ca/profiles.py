@@ -22,6 +22,11 @@ class Profile:
     ocsp_no_check: bool = False
     enrollable: bool = True  # reachable with a token; `ocsp` certificates are MintCA's own
 
+    @property
+    def serves_tls(self) -> bool:
+        """serverAuth: its CN names a host, and is copied into the SANs."""
+        return ExtendedKeyUsageOID.SERVER_AUTH in self.extended_key_usages
+
 
 PROFILES: dict[str, Profile] = {
     profile.name: profile
@@ -80,7 +85,8 @@ def check_names_fit_profile(names: RequestedNames, profile: Profile) -> None:
     """Raises:
     ProfileViolationError: a server certificate with no DNS or IP name."""
     if profile.requires_host_name and not any(
-        isinstance(entry, x509.DNSName | x509.IPAddress) for entry in names.san_entries()
+        isinstance(entry, x509.DNSName | x509.IPAddress)
+        for entry in names.san_entries(cn_is_host=profile.serves_tls)
     ):
         raise ProfileViolationError(
             f"profile {profile.name!r} needs at least one DNS or IP subjectAltName"

@@ -217,6 +217,13 @@ def test_san_entries(names: RequestedNames, expected: list[x509.GeneralName]) ->
     assert names.san_entries() == expected
 
 
+def test_a_client_cn_is_not_copied_into_the_sans() -> None:
+    assert RequestedNames("admin").san_entries(cn_is_host=False) == []
+    assert RequestedNames("a.zone", dns=("b.zone",)).san_entries(cn_is_host=False) == [
+        x509.DNSName("b.zone")
+    ]
+
+
 def test_a_name_asked_for_twice_is_certified_once() -> None:
     csr = (
         x509.CertificateSigningRequestBuilder()
