@@ -6,7 +6,8 @@ from datetime import datetime
 from email.utils import format_datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+
+from app.ca.issuance import pem_bundle
 
 PROBLEM_JSON = "application/problem+json"
 PEM_FILE = "application/x-pem-file"
@@ -19,7 +20,7 @@ OCSP_RESPONSE = "application/ocsp-response"
 
 
 def pem(*certificates: x509.Certificate) -> str:
-    return "".join(c.public_bytes(Encoding.PEM).decode() for c in certificates)
+    return pem_bundle(*certificates).decode()
 
 
 def http_date(moment: datetime) -> str:

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from app.ca.keys import PublicKey
@@ -48,6 +49,11 @@ class Endpoints:
 
     def ca_issuers(self, ca_id: str) -> str:
         return f"{self.base_url}/ca/{ca_id}.crt"
+
+
+def pem_bundle(*certificates: x509.Certificate) -> bytes:
+    """Certificates as concatenated PEM, in the order given (leaf first for a chain)."""
+    return b"".join(c.public_bytes(Encoding.PEM) for c in certificates)
 
 
 def ca_id_for(public_key: PublicKey) -> str:

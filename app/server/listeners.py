@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from app.api.apps import create_mtls_app, create_public_app
+from app.ca.issuance import pem_bundle
 from app.config import Settings, parse_bind
 from app.server.tls_scope import PeerCertHttpToolsProtocol
 from app.services.container import Services
@@ -49,7 +49,7 @@ def bind_socket(bind: str) -> socket.socket:
 def trust_bundle(services: Services) -> Iterator[Path]:
     """Every CA this process knows, as a file for the mtls listener's `ssl_ca_certs`; it
     exists only while uvicorn loads its SSL context."""
-    bundle = b"".join(a.certificate.public_bytes(Encoding.PEM) for a in services.keyring.all())
+    bundle = pem_bundle(*(a.certificate for a in services.keyring.all()))
     with tempfile.NamedTemporaryFile(suffix=".pem") as handle:
         handle.write(bundle)
         handle.flush()

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.ca.bootstrap import NewCA, create_issuing_ca, create_root
-from app.ca.issuance import Endpoints
+from app.ca.issuance import Endpoints, pem_bundle
 from app.ca.keys import generate_private_key, private_key_pem, wrap_private_key
 from app.ca.names import RequestedNames, is_ip
 from app.ca.profiles import PROFILES
@@ -139,10 +139,10 @@ def _initialise(
                 files=files,
             )
     # Files are written after the commit: a crash here leaves rows, and a rerun writes files.
-    files.setdefault("root.pem", (_pem_chain(root_authority.certificate), 0o644))
+    files.setdefault("root.pem", (pem_bundle(root_authority.certificate), 0o644))
     files.setdefault(
         "ca-chain.pem",
-        (_pem_chain(*keyring.chain(issuing_authority)), 0o644),
+        (pem_bundle(*keyring.chain(issuing_authority)), 0o644),
     )
     written = []
     for name, (content, mode) in files.items():
@@ -208,7 +208,7 @@ def _issue_into_files(
         now=now,
         actor="mintca init",
     )
-    files[f"{profile}.pem"] = (_pem_chain(certificate, authority.certificate), 0o644)
+    files[f"{profile}.pem"] = (pem_bundle(certificate, authority.certificate), 0o644)
     files[f"{profile}-key.pem"] = (private_key_pem(key), 0o600)
     return certificate
 
@@ -228,10 +228,6 @@ def _server_names(names: tuple[str, ...]) -> RequestedNames:
     ips = tuple(n for n in names if is_ip(n))
     dns = tuple(n.lower() for n in names if not is_ip(n))
     return RequestedNames(common_name=(dns or ips)[0], dns=dns, ips=ips)
-
-
-def _pem_chain(*certificates: x509.Certificate) -> bytes:
-    return b"".join(c.public_bytes(Encoding.PEM) for c in certificates)
 
 
 def write_file_atomically(path: Path, content: bytes, mode: int) -> None:
