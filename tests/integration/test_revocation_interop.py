@@ -36,6 +36,7 @@ from pkilint.pkix import name as pkilint_name
 from pkilint.pkix import ocsp as pkilint_ocsp
 
 from app.config import Settings
+from tests.helpers import foreign_ca
 from tests.integration.live import LiveServer, start_server, stop_server
 
 pytestmark = pytest.mark.integration
@@ -453,31 +454,19 @@ def test_ocsp_unknown_for_a_serial_never_issued(pki: Pki) -> None:
 
 def test_ocsp_unauthorized_for_an_issuer_mintca_does_not_run(pki: Pki, tmp_path: Path) -> None:
     now = datetime.now(UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Somebody Else's CA")])
-    foreign_ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca_key, foreign = foreign_ca("Somebody Else's CA")
     leaf = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x.internal")]))
-        .issuer_name(ca_name)
+        .issuer_name(foreign.subject)
         .public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(days=1))
         .sign(ca_key, hashes.SHA256())
     )
-    request = ocsp.OCSPRequestBuilder().add_certificate(leaf, foreign_ca, hashes.SHA1()).build()
-    (tmp_path / "foreign-ca.pem").write_bytes(foreign_ca.public_bytes(serialization.Encoding.PEM))
+    request = ocsp.OCSPRequestBuilder().add_certificate(leaf, foreign, hashes.SHA1()).build()
+    (tmp_path / "foreign-ca.pem").write_bytes(foreign.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "foreign-leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
 
     answer = pki.ocsp_post(request.public_bytes(serialization.Encoding.DER))
