@@ -36,6 +36,10 @@ PROFILES: dict[str, Profile] = {
         Profile("peer", (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)),
         Profile("admin", (ExtendedKeyUsageOID.CLIENT_AUTH,), default_validity=timedelta(days=90)),
         Profile(
+            "operator", (ExtendedKeyUsageOID.CLIENT_AUTH,), default_validity=timedelta(days=90)
+        ),
+        Profile("auditor", (ExtendedKeyUsageOID.CLIENT_AUTH,), default_validity=timedelta(days=90)),
+        Profile(
             "ocsp",
             (ExtendedKeyUsageOID.OCSP_SIGNING,),
             default_validity=timedelta(days=7),
@@ -46,6 +50,8 @@ PROFILES: dict[str, Profile] = {
     )
 }
 DEFAULT_PROFILE = "peer"
+# Profiles that grant a role on the mtls listener; only an admin may hand them out.
+ROLE_PROFILES = ("auditor", "operator", "admin")
 
 
 def get_profile(name: str) -> Profile:

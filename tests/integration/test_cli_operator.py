@@ -124,7 +124,7 @@ def problem_detail(server: LiveServer, path: str, json: dict[str, str] | None = 
     """The detail of the problem the admin API answers now to POST `path` (the same request
     the CLI made, repeated: it fails again and changes nothing)."""
     with server.admin_client() as admin:
-        response = admin.post(path, json=json)
+        response = admin.post(path, json=json if json is not None else {})
     assert response.status_code == 409, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     detail = response.json()["detail"]

@@ -134,7 +134,7 @@ class Pki:
         return result
 
     def unhold(self, serial: str) -> httpx.Response:
-        return self.admin.post(f"/admin/certificates/{serial}/unhold")
+        return self.admin.post(f"/admin/certificates/{serial}/unhold", json={})
 
     def status(self, serial: str) -> dict[str, Any]:
         answer = self.public.get(f"/v1/certificates/{serial}/status")
