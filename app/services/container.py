@@ -29,7 +29,7 @@ class Services:
         self.db = Database(settings.effective_database_url, pool_size=16)
         self.keyring = Keyring(self.db, load_kek(settings))
         self.keyring.load()
-        endpoints = Endpoints(settings.base_url)
+        endpoints = Endpoints(settings.base_url, settings.trust_domain)
         self.endpoints = endpoints
         self.audit = AuditService(self.db)
         self.tokens = TokenService(self.db, self.clock)
