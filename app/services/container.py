@@ -17,6 +17,7 @@ from app.services.ocsp import OCSPService
 from app.services.peers import PeerService
 from app.services.responders import ResponderService
 from app.services.revocation import RevocationService
+from app.services.roles import RoleService
 from app.services.tokens import TokenService
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Services:
             delegated=settings.ocsp_signer == "delegated",
         )
         self.peers = PeerService(self.db, self.clock)
+        self.roles = RoleService(self.db, self.clock, self.keyring, endpoints)
 
     def ready(self) -> bool:
         """The database answers and an issuing CA is loaded."""
