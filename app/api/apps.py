@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from app.api.deps import get_peer, require_declared_role, require_json_writes
 from app.api.limits import BodySizeLimit
 from app.api.problems import install_problem_handlers
-from app.api.routes.mtls import admin, docs, roles
+from app.api.routes.mtls import admin, docs, renew, roles
 from app.api.routes.public import ca_files, certificates, crls, health, ocsp
 from app.services.container import Services
 
@@ -20,7 +20,12 @@ PUBLIC_ROUTERS: tuple[APIRouter, ...] = (
     ocsp.router,
     certificates.router,
 )
-MTLS_ROUTERS: tuple[APIRouter, ...] = (admin.router, docs.router, roles.router)
+MTLS_ROUTERS: tuple[APIRouter, ...] = (
+    admin.router,
+    docs.router,
+    roles.router,
+    renew.router,
+)
 
 
 def _app(services: Services, title: str, routers: tuple[APIRouter, ...], **kwargs: Any) -> FastAPI:

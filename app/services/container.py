@@ -15,6 +15,7 @@ from app.services.enrollment import EnrollmentService
 from app.services.keyring import Keyring, load_kek
 from app.services.ocsp import OCSPService
 from app.services.peers import PeerService
+from app.services.renewal import RenewalService
 from app.services.responders import ResponderService
 from app.services.revocation import RevocationService
 from app.services.roles import RoleService
@@ -51,6 +52,7 @@ class Services:
         )
         self.peers = PeerService(self.db, self.clock)
         self.roles = RoleService(self.db, self.clock, self.keyring, endpoints)
+        self.renewal = RenewalService(self.db, self.clock, self.keyring, endpoints)
 
     def ready(self) -> bool:
         """The database answers and an issuing CA is loaded."""
