@@ -719,7 +719,7 @@ def test_revoke_refuses_bad_input(pki: Pki, body: Any) -> None:
 def test_revoke_unknown_or_invalid_serial(pki: Pki, action: str, serial: str, status: int) -> None:
     answer = pki.admin.post(
         f"/admin/certificates/{serial}/{action}",
-        json={"reason": "keyCompromise"} if action == "revoke" else None,
+        json={"reason": "keyCompromise"} if action == "revoke" else {},
     )
 
     assert_problem(answer, status)
