@@ -145,6 +145,7 @@ def admin_issue(server: LiveServer, role: str, name: str, out: Path) -> tuple[Pa
     return out / "cert.pem", out / "key.pem"
 
 
+@pytest.mark.slow
 def test_admin_issue_needs_an_admin(live_server: LiveServer, tmp_path: Path) -> None:
     cert, key = admin_issue(live_server, "operator", "bob", tmp_path / "bob")
 
