@@ -8,7 +8,7 @@ from cryptography import x509
 
 from app.ca.csr import check_csr, load_csr
 from app.ca.issuance import Endpoints
-from app.ca.profiles import check_csr_requests, get_profile
+from app.ca.profiles import check_csr_requests, get_profile, with_caller_identity
 from app.ca.renewal import check_csr_names_within, names_of, renewal_validity
 from app.ca.serials import format_serial
 from app.clock import Clock
@@ -50,6 +50,9 @@ class RenewalService:
         check_csr_requests(csr, profile)
         names = names_of(predecessor)
         check_csr_names_within(csr, names)
+        # A caller certificate from before caller URIs (CN only) gains its URI SAN, derived
+        # from the same CN: strict verifiers accept the successor.
+        names = with_caller_identity(names, profile, trust_domain=self._endpoints.trust_domain)
 
         authority = self._keyring.active_issuer()
         now = self._clock.now()

@@ -16,8 +16,11 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 from sqlalchemy import text
 
+from app.ca.names import RequestedNames
+from app.ca.profiles import PROFILES
 from app.clock import FixedClock
 from app.errors import NameNotAllowedError, PeerRejectedError
+from app.services.certificates import sign_leaf, store_certificate
 from app.services.container import Services
 from app.services.enrollment import IssuedCertificate
 
@@ -150,3 +153,38 @@ def test_nothing_is_issued_for_an_unusable_certificate(
         services.renewal.renew(serial, csr_data=csr(key), actor="t")
 
     assert count(services) == before
+
+
+def test_a_cn_only_caller_certificate_gains_its_uri_san(services: Services) -> None:
+    """Admin and client certificates issued before caller URIs existed had a CN only."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    authority = services.keyring.active_issuer()
+    now = services.clock.now()
+    legacy = sign_leaf(
+        authority,
+        public_key=key.public_key(),
+        names=RequestedNames(common_name="ops"),
+        profile=PROFILES["admin"],
+        validity=timedelta(days=90),
+        now=now,
+        endpoints=services.endpoints,
+    )
+    with services.db.write() as session:
+        store_certificate(
+            session,
+            legacy,
+            ca_id=authority.ca_id,
+            profile="admin",
+            names=RequestedNames(common_name="ops"),
+            token_id=None,
+            now=now,
+            actor="test",
+        )
+    serial = format(legacy.serial_number, "x")
+
+    new = services.renewal.renew(serial, csr_data=csr(key, "ops"), actor="t")
+
+    assert new.certificate.subject == legacy.subject
+    assert san_of(new.certificate) == [
+        x509.UniformResourceIdentifier("spiffe://mintca.internal/admin/ops")
+    ]
