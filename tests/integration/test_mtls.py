@@ -539,3 +539,39 @@ def test_mtls_matrix(live_server: LiveServer, tmp_path: Path) -> None:
                 wrong.append(f"{case} {path}: expected {expected}, got {got}: {detail}")
     print("\n".join(table))
     assert not wrong, "\n".join(wrong)
+
+
+def test_browser_style_requests_get_nothing_from_the_admin_origin(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """What a browser holding the admin certificate could be made to send: a cross-origin
+    form POST is 415 and changes nothing; the docs page carries the strict CSP and names only
+    same-origin scripts."""
+    victim = enroll_client(live_server, tmp_path, profile="peer", name="victim.internal")
+    admin = (
+        "--cert",
+        str(live_server.data_dir / "admin.pem"),
+        "--key",
+        str(live_server.data_dir / "admin-key.pem"),
+    )
+
+    form = curl(
+        live_server,
+        f"/admin/certificates/{victim.serial}/revoke",
+        *admin,
+        "--data",
+        "reason=keyCompromise",
+    )
+    page = curl(live_server, "/docs", *admin, "--include")
+
+    body, code = split_curl_output(form.stdout)
+    assert code == "415", form
+    assert json.loads(body)["status"] == 415, body
+    with live_server.public_client() as public:
+        status = public.get(f"/v1/certificates/{victim.serial}/status").json()
+    assert status["status"] == "good", status
+    text, code = split_curl_output(page.stdout)
+    assert code == "200", page
+    assert "content-security-policy: default-src 'none'; script-src 'self';" in text.lower()
+    assert '<script src="/docs/swagger-ui-bundle.js">' in text, text
+    assert "cdn" not in text.lower(), text
