@@ -9,6 +9,7 @@ from app.clock import Clock, SystemClock
 from app.config import Settings
 from app.db.engine import Database
 from app.services.audit import AuditService
+from app.services.authorities import AuthorityService
 from app.services.certificates import CertificateService
 from app.services.crls import CRLService
 from app.services.enrollment import EnrollmentService
@@ -49,6 +50,7 @@ class Services:
             delegated=settings.ocsp_signer == "delegated",
         )
         self.peers = PeerService(self.db, self.clock)
+        self.authorities = AuthorityService(self.db, self.clock, self.keyring, self.crls, endpoints)
 
     def ready(self) -> bool:
         """The database answers and an issuing CA is loaded."""
