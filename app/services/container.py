@@ -18,6 +18,7 @@ from app.services.ocsp import OCSPService
 from app.services.peers import PeerService
 from app.services.responders import ResponderService
 from app.services.revocation import RevocationService
+from app.services.server_cert import ServerCertificateService
 from app.services.tokens import TokenService
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class Services:
         )
         self.peers = PeerService(self.db, self.clock)
         self.authorities = AuthorityService(self.db, self.clock, self.keyring, self.crls, endpoints)
+        self.server_cert = ServerCertificateService(
+            self.db, self.clock, self.keyring, endpoints, settings.data_dir
+        )
 
     def ready(self) -> bool:
         """The database answers and an issuing CA is loaded."""
