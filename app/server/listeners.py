@@ -88,7 +88,9 @@ def server_configs(
 async def serve_both(
     services: Services, public_sock: socket.socket, mtls_sock: socket.socket
 ) -> None:
-    server_pair = services.server_cert.read()  # before uvicorn reads it: never newer
+    # Read before uvicorn reads the files: what it loads is never older than what we note.
+    server_stamp = services.server_cert.stamp()
+    server_pair = services.server_cert.read()
     with trust_bundle(services) as bundle, services.server_cert.reading():
         public_config, mtls_config = server_configs(services, services.settings, bundle)
         mtls_config.load()  # reads the bundle into the SSL context now
@@ -98,7 +100,8 @@ async def serve_both(
         mtls=mtls_config.ssl,
         serving=[c.ssl for c in (public_config, mtls_config) if c.ssl is not None],
         trusted={a.ca_id for a in services.keyring.all()},
-        server_fingerprint=server_pair.fingerprint,
+        server_stamp=server_stamp,
+        server_pair=server_pair,
     )
     servers = [_Server(public_config), _Server(mtls_config)]
 

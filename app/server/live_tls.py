@@ -10,34 +10,31 @@ import logging
 import os
 import ssl
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+
+from cryptography import x509
 
 from app.ca.issuance import pem_bundle
 from app.services.container import Services
 from app.services.keyring import Authority
-from app.services.server_cert import ServerPair
+from app.services.server_cert import ServerPair, is_due
 
 log = logging.getLogger(__name__)
 
+# Each tick is one small query (the CAs' ids and active flags) and one stat of server.pem.
 WATCH_INTERVAL_SECONDS = 1.0
-# The server certificate file is looked at once a minute (and at start): renewal is due
-# months ahead, so a minute is plenty, and the CA check stays the only per-second work.
-SERVER_CERT_EVERY_TICKS = 60
+
+Stamp = tuple[int, int, int]
 
 
+@dataclass
 class LiveTLS:
-    def __init__(
-        self,
-        *,
-        mtls: ssl.SSLContext,
-        serving: list[ssl.SSLContext],
-        trusted: set[str],
-        server_fingerprint: str,
-    ) -> None:
-        self._mtls = mtls
-        self._serving = serving  # every context that presents server.pem
-        self.trusted = trusted
-        self.server_fingerprint = server_fingerprint
+    mtls: ssl.SSLContext
+    serving: list[ssl.SSLContext]  # every context that presents server.pem
+    trusted: set[str]  # ids of the CAs the mtls context trusts
+    server_stamp: Stamp
+    server_pair: ServerPair
 
     def trust(self, authorities: list[Authority]) -> list[str]:
         """Add CAs the mtls listener does not trust yet (never removes one: an old CA's
@@ -46,17 +43,24 @@ class LiveTLS:
         for authority in authorities:
             if authority.ca_id not in self.trusted:
                 cadata = pem_bundle(authority.certificate).decode()
-                self._mtls.load_verify_locations(cadata=cadata)
+                self.mtls.load_verify_locations(cadata=cadata)
                 self.trusted.add(authority.ca_id)
                 added.append(authority.ca_id)
         return added
 
-    def load_server_pair(self, pair: ServerPair, path: Path) -> None:
+    def present(self, pair: ServerPair, path: Path) -> None:
         """Present the key and chain in `path` (a private copy of `pair`) on every listener
-        that serves TLS."""
-        for context in self._serving:
+        that serves TLS; `read()` checked that key and certificate belong together."""
+        for context in self.serving:
             context.load_cert_chain(str(path))
-        self.server_fingerprint = pair.fingerprint
+        self.server_pair = pair
+
+
+@dataclass(frozen=True)
+class _Replacement:
+    stamp: Stamp
+    pair: ServerPair
+    path: Path | None  # None when the content is what is already presented
 
 
 def _private_copy(pair: ServerPair, directory: Path) -> Path:
@@ -67,33 +71,52 @@ def _private_copy(pair: ServerPair, directory: Path) -> Path:
     return Path(name)
 
 
-async def watch_once(services: Services, live: LiveTLS, *, server_cert: bool) -> None:
+def _check_server_files(
+    services: Services, stamp: Stamp, presented: x509.Certificate, fingerprint: str
+) -> _Replacement | None:
+    """In a worker thread: renew when the presented certificate is due (one process of the
+    data dir does it), then notice a replaced server.pem, whoever replaced it."""
+    if is_due(presented, services.clock.now()):
+        services.server_cert.renew_if_due()
+    current = services.server_cert.stamp()
+    if current == stamp:
+        return None
+    pair = services.server_cert.read()
+    if pair.fingerprint == fingerprint:
+        return _Replacement(current, pair, None)
+    return _Replacement(current, pair, _private_copy(pair, services.settings.data_dir))
+
+
+async def watch_once(services: Services, live: LiveTLS) -> None:
     await asyncio.to_thread(services.keyring.refresh)
     added = live.trust(services.keyring.all())
     if added:
         log.info("mtls listener now trusts CA %s", ", ".join(added))
-    if not server_cert:
+    replacement = await asyncio.to_thread(
+        _check_server_files,
+        services,
+        live.server_stamp,
+        live.server_pair.certificate,
+        live.server_pair.fingerprint,
+    )
+    if replacement is None:
         return
-    await asyncio.to_thread(services.server_cert.renew_if_due)
-    pair = await asyncio.to_thread(services.server_cert.read)
-    if pair.fingerprint == live.server_fingerprint:
-        return
-    path = await asyncio.to_thread(_private_copy, pair, services.settings.data_dir)
-    try:
-        live.load_server_pair(pair, path)
-    finally:
-        path.unlink(missing_ok=True)
-    log.info("serving the server certificate valid until %s", pair.certificate.not_valid_after_utc)
+    if replacement.path is not None:
+        try:
+            live.present(replacement.pair, replacement.path)
+        finally:
+            replacement.path.unlink(missing_ok=True)
+        not_after = replacement.pair.certificate.not_valid_after_utc
+        log.info("serving the server certificate valid until %s", not_after)
+    live.server_stamp = replacement.stamp
 
 
 async def watch_forever(services: Services, live: LiveTLS) -> None:
-    """Every worker runs this: CA changes are seen within WATCH_INTERVAL_SECONDS, server
-    certificate renewals within a minute."""
-    tick = 0
+    """Every worker runs this: a rotation anywhere, and a renewed or replaced server
+    certificate, reach this worker's listeners within WATCH_INTERVAL_SECONDS."""
     while True:
         try:
-            await watch_once(services, live, server_cert=tick % SERVER_CERT_EVERY_TICKS == 0)
+            await watch_once(services, live)
         except Exception:
             log.exception("refreshing the listeners' TLS failed; retrying")
-        tick += 1
         await asyncio.sleep(WATCH_INTERVAL_SECONDS)

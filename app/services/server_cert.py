@@ -89,6 +89,12 @@ class ServerCertificateService:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def stamp(self) -> tuple[int, int, int]:
+        """What tells a process that server.pem was replaced (inode, size, mtime): a stat,
+        cheap enough to ask every second."""
+        info = (self._dir / CERT_FILE).stat()
+        return info.st_ino, info.st_size, info.st_mtime_ns
+
     def read(self) -> ServerPair:
         """The key and chain as they are now, read together (never half of a renewal)."""
         with self._locked(fcntl.LOCK_SH):
