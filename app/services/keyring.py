@@ -155,24 +155,28 @@ class Keyring:
             raise NotFoundError(f"no CA with id {ca_id[:80]!r}")
         return authority
 
-    def active_issuer(self) -> Authority:
-        """The issuing CA new certificates come from, as the database says now: a rotation
-        committed by any process is used by the next enrollment of every process.
+    def active_issuer(self, session: Session | None = None) -> Authority:
+        """The issuing CA new certificates come from, as the database says now (in `session`
+        when given, so a caller's transaction pays one small query and no new session): a
+        rotation committed by any process is used by the next issuance of every process.
 
         Raises:
             ServiceUnavailableError: no issuing CA (run `mintca init`)."""
-        with self._db.read() as session:
-            ca_id = active_issuer_id(session)
-            if ca_id is None:
-                raise ServiceUnavailableError("no issuing CA is loaded; run `mintca init`")
-            authority = self._authorities.get(ca_id)
-            if authority is None or not authority.active:
-                self.load_from(session)  # another process rotated
-                authority = self._authorities[ca_id]
+        if session is None:
+            with self._db.read() as own:
+                return self.active_issuer(own)
+        ca_id = active_issuer_id(session)
+        if ca_id is None:
+            raise ServiceUnavailableError("no issuing CA is loaded; run `mintca init`")
+        authority = self._authorities.get(ca_id)
+        if authority is None or not authority.active:
+            self.load_from(session)  # another process rotated
+            authority = self._authorities[ca_id]
         return authority
 
     def loaded_active_issuer(self) -> Authority:
-        """The active issuing CA among those loaded (init, inside its own transaction).
+        """The active issuing CA as this process last loaded it (no query): what to sign with
+        before a transaction confirms it with `active_issuer(session)`.
 
         Raises:
             ServiceUnavailableError: none is loaded."""
