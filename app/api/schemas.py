@@ -99,6 +99,8 @@ class CAResponse(BaseModel):
     active: bool
     certificate_url: str
     crl_url: str
+    # Where this CA's own status is published: its parent's CRL (None for the root).
+    issuer_crl_url: str | None = None
 
 
 class AuditEntryResponse(BaseModel):

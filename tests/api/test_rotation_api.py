@@ -37,6 +37,7 @@ def test_rotate_answers_the_new_active_ca(
     assert new["active"] is True, new
     assert new["parent_id"] == initialised_report.root_ca_id, new
     assert new["crl_url"].endswith(f"/crl/{new['ca_id']}.crl"), new
+    assert new["issuer_crl_url"].endswith(f"/crl/{initialised_report.root_ca_id}.crl"), new
     listed = {ca["ca_id"]: ca["active"] for ca in cas(admin_client)}
     assert listed == {
         initialised_report.root_ca_id: False,

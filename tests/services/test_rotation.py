@@ -4,6 +4,7 @@ notAfter is no longer republished, and the audit log records the rotation."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -156,3 +157,31 @@ def test_an_unknown_ca_id_is_still_not_found_after_rotation(services: Services) 
 
     with pytest.raises(NotFoundError):
         services.keyring.get("00" * 20)
+
+
+def test_concurrent_rotations_in_two_processes_both_land_in_order(
+    services: Services, other_process: Services
+) -> None:
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def rotate(process: Services) -> None:
+        try:
+            results.append(process.authorities.rotate(actor="test").ca_id)
+        except BaseException as exc:  # reported below, with the thread's own exception
+            errors.append(exc)
+
+    threads = [threading.Thread(target=rotate, args=(p,)) for p in (services, other_process)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert not errors, errors
+    issuing = [a for a in services.authorities.list() if a.kind == "issuing"]
+    names = sorted(a.certificate.subject.rfc4514_string().split(",")[0] for a in issuing)
+    assert names == [f"CN=MintCA Issuing CA {n}" for n in (1, 2, 3)], names
+    assert len(results) == 2, results
+    # The root row's lock orders them: the second to take it is generation 3, and active.
+    active = [a.certificate.subject.rfc4514_string() for a in issuing if a.active]
+    assert active == ["CN=MintCA Issuing CA 3,O=MintCA"], active

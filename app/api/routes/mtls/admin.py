@@ -122,6 +122,7 @@ def ca_response(authority: Authority, services: Services) -> CAResponse:
         active=authority.active,
         certificate_url=services.endpoints.ca_issuers(authority.ca_id),
         crl_url=services.endpoints.crl(authority.ca_id),
+        issuer_crl_url=services.endpoints.crl(authority.parent_id) if authority.parent_id else None,
     )
 
 
