@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from app.config import Settings
 from tests.conftest import make_settings
+from tests.helpers import make_csr
 from tests.integration.live import LiveServer, start_server, stop_server
 
 pytestmark = pytest.mark.db
@@ -144,3 +146,54 @@ def test_rotate_over_http_is_refused_for_an_offline_root(
     with offline_server.public_client() as public:
         chain = x509.load_pem_x509_certificates(public.get("/ca/chain.pem").content)
     assert chain[0].subject.rfc4514_string().startswith("CN=MintCA Issuing CA 1,"), chain
+    assert "Traceback" not in offline_server.log(), offline_server.log()
+
+
+@pytest.mark.slow
+def test_a_local_rotation_reaches_the_running_server_and_verifies_with_the_root_crl(
+    env: dict[str, str], offline_server: LiveServer, offline_dir: Path, tmp_path: Path
+) -> None:
+    rotated = mintca(env, "ca", "rotate", "--root-key", str(offline_dir / "root-key.pem"))
+    assert rotated.returncode == 0, rotated.stderr
+
+    with offline_server.public_client() as public:
+        chain = x509.load_pem_x509_certificates(public.get("/ca/chain.pem").content)
+    assert chain[0].subject.rfc4514_string().startswith("CN=MintCA Issuing CA 2,"), chain
+    name = "svc.offline.internal"
+    with offline_server.admin_client() as admin:
+        token = admin.post("/admin/tokens", json={"names": [name], "profile": "server"})
+    assert token.status_code == 201, token.text
+    _key, csr = make_csr(name)
+    with offline_server.public_client() as public:
+        enrolled = public.post(
+            "/v1/certificates",
+            json={"csr": csr.public_bytes(Encoding.PEM).decode()},
+            headers={"Authorization": f"Bearer {token.json()['token']}"},
+        )
+        crls = [public.get(f"/crl/{ca}.pem").content for ca in ca_ids(chain)]
+    assert enrolled.status_code == 201, enrolled.text
+    leaf = tmp_path / "leaf.pem"
+    leaf.write_text(enrolled.json()["certificate"])
+    (tmp_path / "issuing.pem").write_bytes(chain[0].public_bytes(Encoding.PEM))
+    (tmp_path / "crls.pem").write_bytes(b"".join(crls))
+
+    verified = subprocess.run(
+        [
+            *("openssl", "verify", "-crl_check_all", "-CAfile", str(offline_server.root_pem)),
+            *("-untrusted", str(tmp_path / "issuing.pem"), "-CRLfile", str(tmp_path / "crls.pem")),
+            str(leaf),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.strip().endswith(": OK"), verified.stdout
+
+
+def ca_ids(chain: list[x509.Certificate]) -> list[str]:
+    return [
+        c.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+        for c in chain
+    ]
