@@ -38,6 +38,11 @@ RootKeyOption = Annotated[
 ]
 
 
+def _local_actor(command: str) -> str:
+    """How the audit log names an operator who signed locally with the root key."""
+    return f"local:{getpass.getuser()} (mintca ca {command} --root-key)"
+
+
 def _check_key_type(value: str | None) -> str | None:
     if value is not None and value not in KEY_TYPES:
         raise typer.BadParameter(f"choose one of {', '.join(KEY_TYPES)}")
@@ -84,7 +89,7 @@ def rotate(
     with _local_authorities(settings, root_key) as (authorities, private_key):
         try:
             authority = authorities.rotate(
-                actor=f"local:{getpass.getuser()} (mintca ca rotate --root-key)",
+                actor=_local_actor("rotate"),
                 key_type=key_type,
                 validity=timedelta(days=validity_days),
                 root_key=private_key,
@@ -115,7 +120,7 @@ def root_crl(
     settings = load_settings(data_dir)
     with _local_authorities(settings, root_key) as (authorities, private_key):
         try:
-            crl = authorities.sign_root_crl(private_key)
+            crl = authorities.sign_root_crl(private_key, actor=_local_actor("root-crl"))
         except MintCAError as exc:
             raise fail(exc.detail) from None
     typer.echo(f"signed CRL {crl.number} of root CA {crl.ca_id}, next update {crl.next_update}")

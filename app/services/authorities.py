@@ -175,8 +175,9 @@ class AuthorityService:
         log.info("rotated: issuing CA %s is active (previous %s)", new.ca_id, previous_id)
         return self._keyring.get(new.ca_id)
 
-    def sign_root_crl(self, root_key: PrivateKey) -> PublishedCRL:
-        """Re-sign the offline root's CRL (and its delta) with the key the operator brings.
+    def sign_root_crl(self, root_key: PrivateKey, *, actor: str) -> PublishedCRL:
+        """Re-sign the offline root's CRL (and its delta) with the key the operator brings,
+        audited as `ca.root_crl`.
 
         Raises:
             InvalidRequestError: `root_key` is not the root's key.
@@ -185,7 +186,20 @@ class AuthorityService:
             root = self._keyring.root()
             lock_ca(session, root.ca_id)
             self._root_signer(root, root_key)
-            return self._publish_root_crl(session, root, root_key, now=self._clock.now())
+            now = self._clock.now()
+            published = self._publish_root_crl(session, root, root_key, now=now)
+            record(
+                session,
+                at=now,
+                actor=actor,
+                action="ca.root_crl",
+                target=root.ca_id,
+                details={
+                    "number": published.number,
+                    "next_update": published.next_update.isoformat(),
+                },
+            )
+            return published
 
     def _root_signer(self, root: Authority, root_key: PrivateKey | None) -> Signer:
         if root_key is None:

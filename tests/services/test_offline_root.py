@@ -137,12 +137,18 @@ def test_sign_root_crl_renews_it(
 ) -> None:
     clock.advance(days=300)
 
-    published = offline.authorities.sign_root_crl(root_key)
+    published = offline.authorities.sign_root_crl(root_key, actor="local:ops")
 
     assert published.ca_id == offline.keyring.root().ca_id
     assert published.next_update == clock.now() + ROOT_CRL_VALIDITY
     assert root_crl(offline).is_signature_valid(root_key.public_key())  # type: ignore[arg-type]  # an EC key
     assert offline.keyring.root().offline
+    entry = offline.audit.newest(limit=1)[0]
+    assert (entry.action, entry.actor, entry.target) == (
+        "ca.root_crl",
+        "local:ops",
+        published.ca_id,
+    )
 
 
 def test_rotation_validity_stays_within_the_root(offline: Services, root_key: PrivateKey) -> None:
