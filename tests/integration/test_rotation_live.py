@@ -268,11 +268,28 @@ def test_ca_rotate_cli_errors(server: LiveServer, tmp_path: Path) -> None:
 # --- The server certificate renews itself ---------------------------------------------------------
 
 
-def presented(server: LiveServer) -> x509.Certificate:
-    """The server certificate the mtls listener presents on a fresh connection."""
+@pytest.fixture
+def tls_server(initialised_settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
+    """2 workers, and the public listener on TLS too (MINTCA_PUBLIC_TLS): both present
+    server.pem."""
+    process, live = start_server(
+        initialised_settings,
+        tmp_path / "serve.log",
+        workers=WORKERS,
+        extra_env={"MINTCA_PUBLIC_TLS": "true"},
+    )
+    try:
+        yield live
+    finally:
+        stop_server(process)
+
+
+def presented(server: LiveServer, *, public: bool = False) -> x509.Certificate:
+    """The server certificate a listener presents on a fresh connection."""
     context = server.ssl_context(server.data_dir / "admin.pem", server.data_dir / "admin-key.pem")
+    port = int(server.public_url.rsplit(":", 1)[1]) if public else server.mtls_port
     with (
-        socket.create_connection(("127.0.0.1", server.mtls_port), timeout=10) as sock,
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
         context.wrap_socket(sock, server_hostname="localhost") as tls,
     ):
         der = tls.getpeercert(binary_form=True)
@@ -308,14 +325,15 @@ def write_due_server_certificate(settings: Settings, clock: FixedClock) -> x509.
 
 
 def test_a_due_server_certificate_is_renewed_and_served_without_restart(
-    server: LiveServer, initialised_settings: Settings
+    tls_server: LiveServer, initialised_settings: Settings
 ) -> None:
+    server = tls_server
     original = presented(server)
     due = write_due_server_certificate(initialised_settings, FixedClock(now_utc()))
 
     def renewed_everywhere() -> bool:
         on_disk = x509.load_pem_x509_certificates((server.data_dir / CERT_FILE).read_bytes())[0]
-        seen = {presented(server) for _ in range(FRESH_CONNECTIONS)}
+        seen = {presented(server, public=p) for p in (False, True) * FRESH_CONNECTIONS}
         return seen == {on_disk} and on_disk not in (original, due)
 
     assert eventually(renewed_everywhere), [presented(server).serial_number for _ in range(4)]
