@@ -89,11 +89,13 @@ def sign_issuing_ca(
     endpoints: Endpoints | None = None,
     generation: int = 1,
     ocsp: bool = True,
+    key: PrivateKey | None = None,
 ) -> NewCA:
     """A new issuing CA (pathLen 0, never outliving the root) signed by the root's signer:
     init's first one, and each rotation's next generation ("<name> Issuing CA <n>"). Without
-    `ocsp` its certificate names no OCSP responder (an offline root answers none)."""
-    key = generate_private_key(key_type)
+    `ocsp` its certificate names no OCSP responder (an offline root answers none). `key`, when
+    given, was made beforehand (an RSA key takes seconds: not under a lock)."""
+    key = key or generate_private_key(key_type)
     builder = build_ca_certificate(
         subject=_name(name, f"{name} Issuing CA {generation}"),
         public_key=key.public_key(),

@@ -13,14 +13,14 @@ from sqlalchemy.orm import Session
 
 from app.ca.bootstrap import ISSUING_VALIDITY, NewCA, key_type_of, sign_issuing_ca
 from app.ca.issuance import Endpoints
-from app.ca.keys import PrivateKey, wrap_private_key
+from app.ca.keys import KEY_TYPES, PrivateKey, generate_private_key, wrap_private_key
 from app.ca.serials import format_serial
 from app.ca.signer import LocalSigner, Signer
 from app.clock import Clock
 from app.db.cas import active_issuer_id, count_issuing, lock_ca, set_active_issuer
 from app.db.engine import Database
 from app.db.models import CARecord
-from app.errors import InvalidRequestError, OfflineKeyError
+from app.errors import InvalidRequestError, OfflineKeyError, ServiceUnavailableError
 from app.services.audit import record
 from app.services.crls import CRLService, PublishedCRL
 from app.services.keyring import Authority, Keyring
@@ -108,53 +108,33 @@ class AuthorityService:
 
         Raises:
             OfflineKeyError: the root key is offline and `root_key` was not given.
-            InvalidRequestError: `root_key` is not the root's key.
+            InvalidRequestError: an unknown key type, or `root_key` is not the root's key.
         """
+        key_type = key_type or self._default_key_type()
+        if key_type not in KEY_TYPES:
+            raise InvalidRequestError(f"key_type: choose one of {', '.join(KEY_TYPES)}")
+        key = generate_private_key(key_type)  # outside the transaction: RSA takes seconds
         try:
             with self._db.write() as session:
                 root = self._keyring.root()
                 lock_ca(session, root.ca_id)
                 self._keyring.load_from(session)  # fresh, under the lock
                 root = self._keyring.root()
-                signer = self._root_signer(root, root_key)
                 previous_id = active_issuer_id(session)
-                previous = self._keyring.get(previous_id) if previous_id else None
                 now = self._clock.now()
                 new = sign_issuing_ca(
                     name=_organisation(root),
-                    key_type=key_type
-                    or key_type_of(
-                        (previous or root).certificate.public_key()  # type: ignore[arg-type]  # CA keys are of the accepted types
-                    ),
+                    key_type=key_type,
+                    key=key,
                     issuer=root.issuer,
-                    signer=signer,
+                    signer=self._root_signer(root, root_key),
                     now=now,
                     validity=validity,
                     endpoints=self._endpoints,
                     generation=count_issuing(session) + 1,
                     ocsp=not root.offline,
                 )
-                add_ca(
-                    session,
-                    new,
-                    kind="issuing",
-                    parent=root.ca_id,
-                    kek=self._keyring.kek,
-                    now=now,
-                    active=True,
-                )
-                session.flush()
-                set_active_issuer(session, new.ca_id)
-                authority = Authority(
-                    new.ca_id,
-                    "issuing",
-                    root.ca_id,
-                    new.certificate,
-                    LocalSigner(new.private_key),
-                    True,
-                )
-                self._keyring.add(authority)
-                self._crls.publish(session, new.ca_id, now=now)
+                self._activate(session, new, root, now=now)
                 if root_key is not None:
                     self._publish_root_crl(session, root, root_key, now=now)
                 record(
@@ -166,7 +146,7 @@ class AuthorityService:
                     details={
                         "previous": previous_id,
                         "root": root.ca_id,
-                        "key_type": key_type_of(new.private_key.public_key()),
+                        "key_type": key_type,
                         "not_after": new.certificate.not_valid_after_utc.isoformat(),
                     },
                 )
@@ -174,6 +154,27 @@ class AuthorityService:
             self._keyring.load()  # what committed, and nothing that rolled back
         log.info("rotated: issuing CA %s is active (previous %s)", new.ca_id, previous_id)
         return self._keyring.get(new.ca_id)
+
+    def _default_key_type(self) -> str:
+        """The active issuing CA's kind of key (the root's if there is none)."""
+        try:
+            model = self._keyring.loaded_active_issuer()
+        except ServiceUnavailableError:
+            model = self._keyring.root()
+        return key_type_of(model.certificate.public_key())  # type: ignore[arg-type]  # CA keys are of the accepted types
+
+    def _activate(self, session: Session, new: NewCA, root: Authority, *, now: datetime) -> None:
+        """Store the new CA as the only active issuing CA and publish its first CRL; the
+        keyring knows it before the commit because publishing signs with it."""
+        kek = self._keyring.kek
+        add_ca(session, new, kind="issuing", parent=root.ca_id, kek=kek, now=now, active=True)
+        session.flush()
+        set_active_issuer(session, new.ca_id)
+        signer = LocalSigner(new.private_key)
+        self._keyring.add(
+            Authority(new.ca_id, "issuing", root.ca_id, new.certificate, signer, active=True)
+        )
+        self._crls.publish(session, new.ca_id, now=now)
 
     def sign_root_crl(self, root_key: PrivateKey, *, actor: str) -> PublishedCRL:
         """Re-sign the offline root's CRL (and its delta) with the key the operator brings,

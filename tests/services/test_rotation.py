@@ -17,7 +17,7 @@ from cryptography.x509 import ocsp
 
 from app.clock import FixedClock
 from app.config import Settings
-from app.errors import NotFoundError
+from app.errors import InvalidRequestError, NotFoundError
 from app.services.container import Services
 from app.services.setup import InitReport
 from tests.helpers import enroll_via_services
@@ -185,3 +185,12 @@ def test_concurrent_rotations_in_two_processes_both_land_in_order(
     # The root row's lock orders them: the second to take it is generation 3, and active.
     active = [a.certificate.subject.rfc4514_string() for a in issuing if a.active]
     assert active == ["CN=MintCA Issuing CA 3,O=MintCA"], active
+
+
+def test_an_unknown_key_type_is_refused_and_changes_nothing(services: Services) -> None:
+    before = [a.ca_id for a in services.authorities.list()]
+
+    with pytest.raises(InvalidRequestError, match="choose one of"):
+        services.authorities.rotate(actor="test", key_type="dsa-1024")
+
+    assert [a.ca_id for a in services.authorities.list()] == before
