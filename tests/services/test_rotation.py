@@ -86,6 +86,8 @@ def test_enrollment_in_another_process_uses_the_new_ca_at_once(
     assert after.chain[0] == new.certificate, "the other process still enrolls with the old CA"
     after.certificate.verify_directly_issued_by(new.certificate)
     assert after.chain[-1] == services.keyring.root().certificate
+    assert other_process.keyring.refresh() is False, "nothing changed, yet it reloads"
+    assert services.keyring.refresh() is False, "nothing changed, yet it reloads"
 
 
 def test_options_choose_the_key_type_and_validity_never_past_the_root(
