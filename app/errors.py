@@ -15,6 +15,7 @@ MintCAError
 │   └── PeerRejectedError
 ├── NotFoundError                 404
 ├── ConflictError                 409
+│   └── OfflineKeyError           (the CA key is offline: sign locally with --root-key)
 ├── PayloadTooLargeError          413
 ├── UnsupportedMediaTypeError     415
 ├── ServiceUnavailableError       503
@@ -88,6 +89,10 @@ class NotFoundError(MintCAError):
 
 class ConflictError(MintCAError):
     status, slug, title = 409, "conflict", "Conflict"
+
+
+class OfflineKeyError(ConflictError):
+    slug, title = "offline-key", "The CA key is offline"
 
 
 class PayloadTooLargeError(MintCAError):

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from app.ca.keys import KeyType
 from app.services.tokens import MAX_TOKEN_TTL
 
 
@@ -104,6 +105,8 @@ class CAResponse(BaseModel):
     active: bool
     certificate_url: str
     crl_url: str
+    # Where this CA's own status is published: its parent's CRL (None for the root).
+    issuer_crl_url: str | None = None
 
 
 class AuditEntryResponse(BaseModel):
@@ -117,3 +120,11 @@ class AuditEntryResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: str
+
+
+class CARotateRequest(_Strict):
+    """Options of a rotation; `{}` keeps the previous issuing CA's key type and makes the new
+    one valid for 5 years (never past the root)."""
+
+    key_type: KeyType | None = None
+    validity_days: int = Field(default=1825, ge=1, le=36500)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from app.ca.issuance import (
@@ -16,9 +17,9 @@ from app.ca.issuance import (
     build_ca_certificate,
     ca_id_for,
 )
-from app.ca.keys import PrivateKey, generate_private_key
+from app.ca.keys import PrivateKey, PublicKey, generate_private_key
 from app.ca.serials import new_serial_number
-from app.ca.signer import LocalSigner
+from app.ca.signer import LocalSigner, Signer
 
 ROOT_VALIDITY = timedelta(days=3650)
 ISSUING_VALIDITY = timedelta(days=1825)
@@ -62,17 +63,57 @@ def create_issuing_ca(
     now: datetime,
     endpoints: Endpoints | None = None,
     generation: int = 1,
+    ocsp: bool = True,
 ) -> NewCA:
     """An issuing CA with pathLen 0 that never outlives its root."""
-    key = generate_private_key(key_type)
+    return sign_issuing_ca(
+        name=name,
+        key_type=key_type,
+        issuer=Issuer(root.ca_id, root.certificate),
+        signer=LocalSigner(root.private_key),
+        now=now,
+        endpoints=endpoints,
+        generation=generation,
+        ocsp=ocsp,
+    )
+
+
+def sign_issuing_ca(
+    *,
+    name: str,
+    key_type: str,
+    issuer: Issuer,
+    signer: Signer,
+    now: datetime,
+    validity: timedelta = ISSUING_VALIDITY,
+    endpoints: Endpoints | None = None,
+    generation: int = 1,
+    ocsp: bool = True,
+    key: PrivateKey | None = None,
+) -> NewCA:
+    """A new issuing CA (pathLen 0, never outliving the root) signed by the root's signer:
+    init's first one, and each rotation's next generation ("<name> Issuing CA <n>"). Without
+    `ocsp` its certificate names no OCSP responder (an offline root answers none). `key`, when
+    given, was made beforehand (an RSA key takes seconds: not under a lock)."""
+    key = key or generate_private_key(key_type)
     builder = build_ca_certificate(
         subject=_name(name, f"{name} Issuing CA {generation}"),
         public_key=key.public_key(),
-        issuer=Issuer(root.ca_id, root.certificate),
-        window=ValidityWindow(now - BACKDATE, now + ISSUING_VALIDITY),
+        issuer=issuer,
+        window=ValidityWindow(now - BACKDATE, now + validity),
         serial_number=new_serial_number(),
         path_length=0,
         endpoints=endpoints,
+        ocsp=ocsp,
     )
-    certificate = LocalSigner(root.private_key).sign_certificate(builder)
+    certificate = signer.sign_certificate(builder)
     return NewCA(ca_id_for(key.public_key()), certificate, key)
+
+
+def key_type_of(public_key: PublicKey) -> str:
+    """The KEY_TYPES name of a CA's key, so a rotation keeps the previous CA's kind of key."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return f"ec-p{public_key.curve.key_size}"
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return f"rsa-{public_key.key_size}"
+    return "ed25519"

@@ -88,8 +88,20 @@ def _key_usage(public_key: PublicKey, *, ca: bool) -> x509.KeyUsage:
     )
 
 
-def distribution_extensions(ca_id: str, endpoints: Endpoints) -> list[x509.ExtensionType]:
-    """Where relying parties find the issuer's CRL, OCSP responder and certificate."""
+def distribution_extensions(
+    ca_id: str, endpoints: Endpoints, *, ocsp: bool = True
+) -> list[x509.ExtensionType]:
+    """Where relying parties find the issuer's CRL, OCSP responder and certificate. Without
+    `ocsp` (a CA under an offline root, which answers no OCSP) only the CRL says its status."""
+    access = [
+        x509.AccessDescription(
+            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(endpoints.ocsp())
+        ),
+        x509.AccessDescription(
+            AuthorityInformationAccessOID.CA_ISSUERS,
+            x509.UniformResourceIdentifier(endpoints.ca_issuers(ca_id)),
+        ),
+    ]
     return [
         x509.CRLDistributionPoints(
             [
@@ -101,18 +113,7 @@ def distribution_extensions(ca_id: str, endpoints: Endpoints) -> list[x509.Exten
                 )
             ]
         ),
-        x509.AuthorityInformationAccess(
-            [
-                x509.AccessDescription(
-                    AuthorityInformationAccessOID.OCSP,
-                    x509.UniformResourceIdentifier(endpoints.ocsp()),
-                ),
-                x509.AccessDescription(
-                    AuthorityInformationAccessOID.CA_ISSUERS,
-                    x509.UniformResourceIdentifier(endpoints.ca_issuers(ca_id)),
-                ),
-            ]
-        ),
+        x509.AuthorityInformationAccess(access if ocsp else access[1:]),
     ]
 
 
@@ -125,6 +126,7 @@ def build_ca_certificate(
     serial_number: int,
     path_length: int | None,
     endpoints: Endpoints | None = None,
+    ocsp: bool = True,
 ) -> x509.CertificateBuilder:
     """A root (issuer None, self-signed) or an issuing CA under `issuer`; with `endpoints`, an
     issuing CA points at its root's CRL and OCSP, so `-crl_check_all` style checks work."""
@@ -152,7 +154,7 @@ def build_ca_certificate(
         )
     )
     if issuer is not None and endpoints is not None:
-        for extension in distribution_extensions(issuer.ca_id, endpoints):
+        for extension in distribution_extensions(issuer.ca_id, endpoints, ocsp=ocsp):
             builder = builder.add_extension(extension, critical=False)
     return builder
 

@@ -111,3 +111,18 @@ def unwrap_private_key(blob: bytes, *, kek: bytes, label: str) -> PrivateKey:
     if not isinstance(key, PrivateKey):
         raise ValueError(f"unexpected key type for {label}")
     return key
+
+
+def load_private_key_pem(data: bytes) -> PrivateKey:
+    """An unencrypted PEM private key of an accepted type (an offline root's key file).
+
+    Raises:
+        UnsupportedKeyError: not a PEM private key, or not of an accepted type.
+    """
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise UnsupportedKeyError(f"not an unencrypted PEM private key: {exc}") from None
+    if not isinstance(key, PrivateKey):
+        raise UnsupportedKeyError(f"{type(key).__name__} keys are not CA keys here")
+    return key

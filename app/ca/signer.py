@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from app.ca.keys import PrivateKey, PublicKey
+from app.errors import OfflineKeyError
 
 # Signature algorithm identifiers for structures built by hand (OCSP BasicOCSPResponse).
 _ECDSA_OIDS = {
@@ -89,3 +90,37 @@ class LocalSigner:
         if isinstance(key, ec.EllipticCurvePrivateKey):
             return key.sign(data, ec.ECDSA(self._hash))
         return key.sign(data, padding.PKCS1v15(), self._hash)
+
+
+class OfflineSigner:
+    """A CA whose key MintCA does not hold (an offline root): it knows the public key, and
+    every signature it is asked for is refused, so nothing signs with it by accident."""
+
+    def __init__(self, public_key: PublicKey) -> None:
+        self._public_key = public_key
+
+    @property
+    def public_key(self) -> PublicKey:
+        return self._public_key
+
+    @property
+    def signature_algorithm_oid(self) -> str:
+        raise self._refuse()
+
+    def sign_certificate(self, builder: x509.CertificateBuilder) -> x509.Certificate:
+        raise self._refuse()
+
+    def sign_crl(
+        self, builder: x509.CertificateRevocationListBuilder
+    ) -> x509.CertificateRevocationList:
+        raise self._refuse()
+
+    def sign_bytes(self, data: bytes) -> bytes:
+        raise self._refuse()
+
+    @staticmethod
+    def _refuse() -> OfflineKeyError:
+        return OfflineKeyError(
+            "this CA's key is offline; sign locally with `--root-key FILE` "
+            "(e.g. `mintca ca rotate --root-key FILE`)"
+        )

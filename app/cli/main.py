@@ -42,6 +42,10 @@ def init(
         typer.Option(help="DNS name or IP of the mtls listener (repeatable)"),
     ] = None,
     admin_name: Annotated[str, typer.Option(help="CN of the first admin certificate")] = "admin",
+    offline_root: Annotated[
+        bool,
+        typer.Option(help="Write the root key to root-key.pem (0600), never to the database"),
+    ] = False,
 ) -> None:
     """Create the schema, the root and issuing CAs, the mtls server certificate and the first
     admin certificate. Changes nothing on an initialised data dir."""
@@ -52,6 +56,7 @@ def init(
         issuing_key=issuing_key,
         server_names=tuple(server_name or ("localhost", "127.0.0.1")),
         admin_name=admin_name,
+        offline_root=offline_root,
     )
     report = initialise(settings, options, SystemClock())
     if report.created:
@@ -62,6 +67,8 @@ def init(
     typer.echo(f"  issuing CA: {report.issuing_ca_id}")
     if report.files:
         typer.echo(f"  wrote:      {', '.join(report.files)}")
+    if report.created and offline_root:
+        typer.echo(f"  root key:   {settings.data_dir / 'root-key.pem'}: move it offline now")
 
 
 @app.command()

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from app.cli import authorities
 from app.cli.client import Target, mtls_target, public_target, request
 from app.cli.options import (
     CACertOption,
@@ -210,3 +211,7 @@ def crl_fetch(
     response = request(target, "GET", path)
     out.write_bytes(response.content)
     typer.echo(f"wrote {out} ({len(response.content)} bytes, ETag {response.headers.get('etag')})")
+
+
+ca_app.command("rotate")(authorities.rotate)
+ca_app.command("root-crl")(authorities.root_crl)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import CARecord
@@ -31,3 +31,25 @@ def any_ca_exists(session: Session) -> bool:
 def set_active_issuer(session: Session, ca_id: str) -> None:
     session.execute(update(CARecord).where(CARecord.kind == "issuing").values(active=False))
     session.execute(update(CARecord).where(CARecord.id == ca_id).values(active=True))
+
+
+def active_issuer_id(session: Session) -> str | None:
+    """The id of the issuing CA new certificates come from. The table holds a handful of
+    rows, so this is cheap enough to ask on every enrollment: a rotation committed by any
+    process is seen by the next request of every process."""
+    return session.scalar(
+        select(CARecord.id).where(CARecord.kind == "issuing", CARecord.active.is_(True)).limit(1)
+    )
+
+
+def ca_states(session: Session) -> list[tuple[str, bool]]:
+    """(id, active) of every CA, oldest first: what a process compares to know whether it
+    must reload its keyring."""
+    rows = session.execute(
+        select(CARecord.id, CARecord.active).order_by(CARecord.created_at, CARecord.id)
+    )
+    return [(ca_id, active) for ca_id, active in rows]
+
+
+def count_issuing(session: Session) -> int:
+    return session.scalar(select(func.count()).where(CARecord.kind == "issuing")) or 0

@@ -53,7 +53,8 @@ class CARecord(Base):
     subject: Mapped[str] = mapped_column(String(1024))
     serial: Mapped[str] = mapped_column(String(40))
     cert_der: Mapped[bytes] = mapped_column(LargeBinary)
-    key_wrapped: Mapped[bytes] = mapped_column(LargeBinary)  # AES-GCM under the KEK
+    # AES-GCM under the KEK; NULL for an offline root, whose key only the operator holds.
+    key_wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
     not_before: Mapped[datetime]
     not_after: Mapped[datetime]
     created_at: Mapped[datetime]

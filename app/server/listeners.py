@@ -19,6 +19,7 @@ import uvicorn
 from app.api.apps import create_mtls_app, create_public_app
 from app.ca.issuance import pem_bundle
 from app.config import Settings, parse_bind
+from app.server.live_tls import LiveTLS, watch_forever
 from app.server.tls_scope import PeerCertHttpToolsProtocol
 from app.services.container import Services
 
@@ -87,9 +88,21 @@ def server_configs(
 async def serve_both(
     services: Services, public_sock: socket.socket, mtls_sock: socket.socket
 ) -> None:
-    with trust_bundle(services) as bundle:
+    # Read before uvicorn reads the files: what it loads is never older than what we note.
+    server_stamp = services.server_cert.stamp()
+    server_pair = services.server_cert.read()
+    with trust_bundle(services) as bundle, services.server_cert.reading():
         public_config, mtls_config = server_configs(services, services.settings, bundle)
         mtls_config.load()  # reads the bundle into the SSL context now
+        public_config.load()
+    assert mtls_config.ssl is not None
+    live = LiveTLS(
+        mtls=mtls_config.ssl,
+        serving=[c.ssl for c in (public_config, mtls_config) if c.ssl is not None],
+        trusted={a.ca_id for a in services.keyring.all()},
+        server_stamp=server_stamp,
+        server_pair=server_pair,
+    )
     servers = [_Server(public_config), _Server(mtls_config)]
 
     def stop() -> None:
@@ -100,12 +113,14 @@ async def serve_both(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
     republisher = asyncio.create_task(_republish_forever(services))
+    watcher = asyncio.create_task(watch_forever(services, live))
     try:
         await asyncio.gather(
             servers[0].serve(sockets=[public_sock]), servers[1].serve(sockets=[mtls_sock])
         )
     finally:
         republisher.cancel()
+        watcher.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 

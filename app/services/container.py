@@ -9,6 +9,7 @@ from app.clock import Clock, SystemClock
 from app.config import Settings
 from app.db.engine import Database
 from app.services.audit import AuditService
+from app.services.authorities import AuthorityService
 from app.services.certificates import CertificateService
 from app.services.crls import CRLService
 from app.services.enrollment import EnrollmentService
@@ -19,6 +20,7 @@ from app.services.renewal import RenewalService
 from app.services.responders import ResponderService
 from app.services.revocation import RevocationService
 from app.services.roles import RoleService
+from app.services.server_cert import ServerCertificateService
 from app.services.tokens import TokenService
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,10 @@ class Services:
         self.peers = PeerService(self.db, self.clock)
         self.roles = RoleService(self.db, self.clock, self.keyring, endpoints)
         self.renewal = RenewalService(self.db, self.clock, self.keyring, endpoints)
+        self.authorities = AuthorityService(self.db, self.clock, self.keyring, self.crls, endpoints)
+        self.server_cert = ServerCertificateService(
+            self.db, self.clock, self.keyring, endpoints, settings.data_dir
+        )
 
     def ready(self) -> bool:
         """The database answers and an issuing CA is loaded."""

@@ -149,6 +149,11 @@ class CRLService:
         processes: the check is repeated under the CA row's lock."""
         published = []
         for authority in self._keyring.all():
+            # An offline root's CRL is signed only with the operator's key (`mintca ca
+            # root-crl`); a CA past its notAfter has no unexpired certificate left (leaves
+            # never outlive their issuer), so its last CRL stays served as it is.
+            if authority.offline or authority.certificate.not_valid_after_utc < self._clock.now():
+                continue
             with self._db.write() as session:
                 lock_ca(session, authority.ca_id)
                 now = self._clock.now()  # under the lock, so thisUpdate follows the number

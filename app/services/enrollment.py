@@ -110,21 +110,30 @@ class EnrollmentService:
         names = with_caller_identity(names, chosen, trust_domain=trust_domain)
         validity = choose_validity(chosen, grant, validity_days)
 
-        authority = self._keyring.active_issuer()
+        authority = self._keyring.loaded_active_issuer()
         now = self._clock.now()
-        certificate = sign_leaf(
-            authority,
-            public_key=public_key,
-            names=names,
-            profile=chosen,
-            validity=validity,
-            now=now,
-            endpoints=self._endpoints,
-        )
-        serial = format_serial(certificate.serial_number)
+
+        def sign() -> x509.Certificate:
+            return sign_leaf(
+                authority,
+                public_key=public_key,
+                names=names,
+                profile=chosen,
+                validity=validity,
+                now=now,
+                endpoints=self._endpoints,
+            )
+
+        certificate = sign()
         with self._db.write() as session:
             if not spend_use(session, grant.id, now):
                 raise TokenRejectedError("the token is unknown, expired or used up")
+            # Signed with the CA this process knew; the transaction confirms it is still the
+            # active one, so a rotation committed anywhere before is never missed.
+            if (active := self._keyring.active_issuer(session)).ca_id != authority.ca_id:
+                authority = active
+                certificate = sign()
+            serial = format_serial(certificate.serial_number)
             store_certificate(
                 session,
                 certificate,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -13,10 +14,11 @@ from sqlalchemy.orm import Session
 
 from app.ca.issuance import Issuer
 from app.ca.keys import encode_kek, generate_kek, parse_kek, unwrap_private_key
-from app.ca.signer import LocalSigner, Signer
+from app.ca.signer import LocalSigner, OfflineSigner, Signer
 from app.config import Settings
-from app.db.cas import list_cas
+from app.db.cas import active_issuer_id, ca_states, list_cas
 from app.db.engine import Database
+from app.db.models import CARecord
 from app.errors import ConfigurationError, NotFoundError, ServiceUnavailableError
 
 RELOAD_INTERVAL_SECONDS = 10.0
@@ -30,6 +32,7 @@ class Authority:
     certificate: x509.Certificate
     signer: Signer
     active: bool
+    offline: bool = False  # the key is not in the database (an offline root)
 
     @property
     def issuer(self) -> Issuer:
@@ -65,7 +68,7 @@ def _create_kek_file(path: Path) -> None:
 
 class Keyring:
     """Loads every CA once per process; reloads when it meets a CA it does not know yet
-    (another process rotated)."""
+    (another process rotated). A reload unwraps only keys it has not unwrapped before."""
 
     def __init__(self, db: Database, kek: bytes) -> None:
         self._db = db
@@ -79,23 +82,48 @@ class Keyring:
             self.load_from(session)
 
     def load_from(self, session: Session) -> None:
+        known = self._authorities
         authorities = {}
         for record in list_cas(session):
+            previous = known.get(record.id)
+            if previous is not None:  # the id is the key's SKI: same id, same key
+                authorities[record.id] = dataclasses.replace(previous, active=record.active)
+            else:
+                authorities[record.id] = self._authority(record)
+        with self._lock:
+            self._authorities = authorities
+            self._loaded_at = time.monotonic()
+
+    def _authority(self, record: CARecord) -> Authority:
+        certificate = x509.load_der_x509_certificate(record.cert_der)
+        signer: Signer
+        if record.key_wrapped is None:
+            signer = OfflineSigner(certificate.public_key())  # type: ignore[arg-type]  # CA keys are of the accepted types
+        else:
             try:
                 key = unwrap_private_key(record.key_wrapped, kek=self._kek, label=record.id)
             except ValueError as exc:
                 raise ConfigurationError(f"{exc}; is MINTCA_KEK the one used at init?") from exc
-            authorities[record.id] = Authority(
-                ca_id=record.id,
-                kind=record.kind,
-                parent_id=record.parent_id,
-                certificate=x509.load_der_x509_certificate(record.cert_der),
-                signer=LocalSigner(key),
-                active=record.active,
-            )
-        with self._lock:
-            self._authorities = authorities
-            self._loaded_at = time.monotonic()
+            signer = LocalSigner(key)
+        return Authority(
+            ca_id=record.id,
+            kind=record.kind,
+            parent_id=record.parent_id,
+            certificate=certificate,
+            signer=signer,
+            active=record.active,
+            offline=record.key_wrapped is None,
+        )
+
+    def refresh(self) -> bool:
+        """Reload when the database's CAs or the active flag differ from what this process
+        holds (one small query); True when something changed."""
+        with self._db.read() as session:
+            states = ca_states(session)
+            if states == [(a.ca_id, a.active) for a in self._authorities.values()]:
+                return False
+            self.load_from(session)
+        return True
 
     def add(self, authority: Authority) -> None:
         """Register a CA created in a transaction that has not committed yet (init, rotate)."""
@@ -127,9 +155,31 @@ class Keyring:
             raise NotFoundError(f"no CA with id {ca_id[:80]!r}")
         return authority
 
-    def active_issuer(self) -> Authority:
-        """Raises:
-        ServiceUnavailableError: no issuing CA is loaded (run `mintca init`)."""
+    def active_issuer(self, session: Session | None = None) -> Authority:
+        """The issuing CA new certificates come from, as the database says now (in `session`
+        when given, so a caller's transaction pays one small query and no new session): a
+        rotation committed by any process is used by the next issuance of every process.
+
+        Raises:
+            ServiceUnavailableError: no issuing CA (run `mintca init`)."""
+        if session is None:
+            with self._db.read() as own:
+                return self.active_issuer(own)
+        ca_id = active_issuer_id(session)
+        if ca_id is None:
+            raise ServiceUnavailableError("no issuing CA is loaded; run `mintca init`")
+        authority = self._authorities.get(ca_id)
+        if authority is None or not authority.active:
+            self.load_from(session)  # another process rotated
+            authority = self._authorities[ca_id]
+        return authority
+
+    def loaded_active_issuer(self) -> Authority:
+        """The active issuing CA as this process last loaded it (no query): what to sign with
+        before a transaction confirms it with `active_issuer(session)`.
+
+        Raises:
+            ServiceUnavailableError: none is loaded."""
         for authority in self._authorities.values():
             if authority.active:
                 return authority

@@ -158,6 +158,7 @@ class OCSPService:
             self._issuers = {
                 (algorithm, *issuer_hashes(a.certificate, algorithm)): a.ca_id
                 for a in self._keyring.all()
+                if not a.offline  # an offline root answers no OCSP: its CRL says it all
                 for algorithm in HASH_ALGORITHMS
             }
             self._issuers_of = known

@@ -9,13 +9,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.ca.bootstrap import NewCA, create_issuing_ca, create_root
 from app.ca.issuance import Endpoints, pem_bundle
-from app.ca.keys import generate_private_key, private_key_pem, wrap_private_key
+from app.ca.keys import generate_private_key, private_key_pem
 from app.ca.names import RequestedNames, is_ip
 from app.ca.profiles import PROFILES, with_caller_identity
 from app.ca.serials import format_serial
@@ -25,8 +24,8 @@ from app.config import Settings
 from app.db.cas import any_ca_exists
 from app.db.engine import Database
 from app.db.migrate import upgrade
-from app.db.models import CARecord
 from app.services.audit import record
+from app.services.authorities import ROOT_CRL_VALIDITY, add_ca
 from app.services.certificates import sign_leaf, store_certificate
 from app.services.crls import CRLService
 from app.services.keyring import Authority, Keyring, load_kek
@@ -45,6 +44,7 @@ class InitOptions:
     issuing_key: str = "ec-p256"
     server_names: tuple[str, ...] = ("localhost", "127.0.0.1")
     admin_name: str = "admin"
+    offline_root: bool = False  # the root key goes to root-key.pem, never to the database
 
 
 @dataclass
@@ -92,9 +92,22 @@ def _initialise(
                 root=root,
                 now=now,
                 endpoints=endpoints,
+                ocsp=not options.offline_root,
             )
-            _add_ca(session, root, kind="root", parent=None, kek=kek, now=now)
-            _add_ca(session, issuing, kind="issuing", parent=root.ca_id, kek=kek, now=now)
+            offline = options.offline_root
+            add_ca(
+                session,
+                root,
+                kind="root",
+                parent=None,
+                kek=kek,
+                now=now,
+                active=False,
+                offline=offline,
+            )
+            add_ca(
+                session, issuing, kind="issuing", parent=root.ca_id, kek=kek, now=now, active=True
+            )
             session.flush()
             for ca, parent in ((root, None), (issuing, root.ca_id)):
                 keyring.add(_authority(ca, parent, active=ca is issuing))
@@ -113,8 +126,12 @@ def _initialise(
                 files=files,
             )
             crls = CRLService(db, clock, keyring, endpoints, settings.crl_validity)
-            for ca in (root, issuing):
-                crls.publish(session, ca.ca_id, now=now)
+            root_crls = CRLService(db, clock, keyring, endpoints, ROOT_CRL_VALIDITY)
+            (root_crls if offline else crls).publish(session, root.ca_id, now=now)
+            crls.publish(session, issuing.ca_id, now=now)
+            if offline:  # before the commit: a root whose key is lost can never sign again
+                key_path = settings.data_dir / "root-key.pem"
+                write_file_atomically(key_path, private_key_pem(root.private_key), 0o600)
             record(
                 session,
                 at=now,
@@ -125,12 +142,13 @@ def _initialise(
                     "root": root.ca_id,
                     "issuing": issuing.ca_id,
                     "admin": format_serial(admin.serial_number),
+                    "offline_root": offline,
                 },
             )
         else:
             keyring.load_from(session)
         root_authority = keyring.root()
-        issuing_authority = keyring.active_issuer()
+        issuing_authority = keyring.loaded_active_issuer()
         if not (settings.data_dir / "server.pem").exists():
             _issue_into_files(
                 session,
@@ -154,29 +172,9 @@ def _initialise(
             continue
         write_file_atomically(settings.data_dir / name, content, mode)
         written.append(name)
+    if created and options.offline_root:
+        written.append("root-key.pem")
     return InitReport(created, root_authority.ca_id, issuing_authority.ca_id, written)
-
-
-def _add_ca(
-    session: Session, ca: NewCA, *, kind: str, parent: str | None, kek: bytes, now: datetime
-) -> None:
-    certificate = ca.certificate
-    session.add(
-        CARecord(
-            id=ca.ca_id,
-            kind=kind,
-            parent_id=parent,
-            subject=certificate.subject.rfc4514_string(),
-            serial=format_serial(certificate.serial_number),
-            cert_der=certificate.public_bytes(Encoding.DER),
-            key_wrapped=wrap_private_key(ca.private_key, kek=kek, label=ca.ca_id),
-            not_before=certificate.not_valid_before_utc,
-            not_after=certificate.not_valid_after_utc,
-            created_at=now,
-            active=kind == "issuing",
-            crl_number=0,
-        )
-    )
 
 
 def _issue_into_files(

@@ -10,11 +10,18 @@ from typing import Annotated, Literal
 from cryptography import x509
 from fastapi import APIRouter, Depends, Query
 
-from app.api.deps import OperatorDep, ServicesDep, require_auditor, require_declared_role
+from app.api.deps import (
+    AdminDep,
+    OperatorDep,
+    ServicesDep,
+    require_auditor,
+    require_declared_role,
+)
 from app.api.media import pem
 from app.api.schemas import (
     AuditEntryResponse,
     CAResponse,
+    CARotateRequest,
     CertificateDetails,
     CertificatePage,
     RevokeRequest,
@@ -24,6 +31,7 @@ from app.api.schemas import (
 from app.ca.serials import format_serial
 from app.services.certificates import CertificateInfo
 from app.services.container import Services
+from app.services.keyring import Authority
 from app.services.peers import check_may_grant
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_declared_role)])
@@ -112,23 +120,36 @@ def unhold_certificate(
     return details(services.revocation.unhold(serial, actor=admin.actor), services, with_pem=False)
 
 
+def ca_response(authority: Authority, services: Services) -> CAResponse:
+    certificate = authority.certificate
+    return CAResponse(
+        ca_id=authority.ca_id,
+        kind=authority.kind,
+        parent_id=authority.parent_id,
+        subject=certificate.subject.rfc4514_string(),
+        serial=format_serial(certificate.serial_number),
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+        active=authority.active,
+        certificate_url=services.endpoints.ca_issuers(authority.ca_id),
+        crl_url=services.endpoints.crl(authority.ca_id),
+        issuer_crl_url=services.endpoints.crl(authority.parent_id) if authority.parent_id else None,
+    )
+
+
 @router.get("/cas", dependencies=[Depends(require_auditor)])
 def list_cas(services: ServicesDep) -> list[CAResponse]:
-    return [
-        CAResponse(
-            ca_id=a.ca_id,
-            kind=a.kind,
-            parent_id=a.parent_id,
-            subject=a.certificate.subject.rfc4514_string(),
-            serial=format_serial(a.certificate.serial_number),
-            not_before=a.certificate.not_valid_before_utc,
-            not_after=a.certificate.not_valid_after_utc,
-            active=a.active,
-            certificate_url=services.endpoints.ca_issuers(a.ca_id),
-            crl_url=services.endpoints.crl(a.ca_id),
-        )
-        for a in services.keyring.all()
-    ]
+    return [ca_response(a, services) for a in services.authorities.list()]
+
+
+@router.post("/cas/rotate", status_code=201)
+def rotate_ca(body: CARotateRequest, admin: AdminDep, services: ServicesDep) -> CAResponse:
+    """A new issuing CA under the root becomes the active one for every process at once;
+    the previous one keeps its CRL and OCSP for what it issued."""
+    authority = services.authorities.rotate(
+        actor=admin.actor, key_type=body.key_type, validity=timedelta(days=body.validity_days)
+    )
+    return ca_response(authority, services)
 
 
 @router.get("/audit", dependencies=[Depends(require_auditor)])
