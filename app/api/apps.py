@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends, FastAPI
 from app.api.deps import get_peer
 from app.api.limits import BodySizeLimit
 from app.api.problems import install_problem_handlers
+from app.api.request_metrics import RequestMetrics
 from app.api.routes.mtls import admin
-from app.api.routes.public import ca_files, certificates, crls, health, ocsp
+from app.api.routes.public import ca_files, certificates, crls, health, metrics, ocsp
 from app.services.container import Services
 
 PUBLIC_ROUTERS: tuple[APIRouter, ...] = (
@@ -19,26 +20,31 @@ PUBLIC_ROUTERS: tuple[APIRouter, ...] = (
     crls.router,
     ocsp.router,
     certificates.router,
+    metrics.router,
 )
 MTLS_ROUTERS: tuple[APIRouter, ...] = (admin.router,)
 
 
-def _app(services: Services, title: str, routers: tuple[APIRouter, ...], **kwargs: Any) -> FastAPI:
+def _app(
+    services: Services, title: str, routers: tuple[APIRouter, ...], listener: str, **kwargs: Any
+) -> FastAPI:
     app = FastAPI(title=title, version="0.1.0", **kwargs)
     app.state.services = services
     install_problem_handlers(app)
     for router in routers:
         app.include_router(router)
     app.add_middleware(BodySizeLimit)
+    # Added last, so outermost (after Starlette's error handler): it times whole requests.
+    app.add_middleware(RequestMetrics, listener=listener)
     return app
 
 
 def create_public_app(services: Services) -> FastAPI:
     """CA files, CRLs, OCSP, certificate status, enrollment with a token, health."""
-    return _app(services, "MintCA public API", PUBLIC_ROUTERS)
+    return _app(services, "MintCA public API", PUBLIC_ROUTERS, "public")
 
 
 def create_mtls_app(services: Services) -> FastAPI:
     """The admin API and renewal; every route first checks the peer certificate against the
     database (unknown, revoked, on hold or expired: 403)."""
-    return _app(services, "MintCA mTLS API", MTLS_ROUTERS, dependencies=[Depends(get_peer)])
+    return _app(services, "MintCA mTLS API", MTLS_ROUTERS, "mtls", dependencies=[Depends(get_peer)])

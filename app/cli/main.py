@@ -72,6 +72,9 @@ def serve(data_dir: DataDirOption = None) -> None:
     """Run the public and mtls listeners (initialising an empty data dir first)."""
     import logging
 
+    from app.server.multiprocess import prepare_metrics_dir
+
+    prepare_metrics_dir()  # first: before anything imports prometheus-client
     from app.server.workers import run
     from app.services.setup import is_initialised
 

@@ -13,6 +13,7 @@ from app.services.certificates import CertificateService
 from app.services.crls import CRLService
 from app.services.enrollment import EnrollmentService
 from app.services.keyring import Keyring, load_kek
+from app.services.metrics import MetricsService
 from app.services.ocsp import OCSPService
 from app.services.peers import PeerService
 from app.services.responders import ResponderService
@@ -49,6 +50,7 @@ class Services:
             delegated=settings.ocsp_signer == "delegated",
         )
         self.peers = PeerService(self.db, self.clock)
+        self.metrics = MetricsService(self.db, self.clock)
 
     def ready(self) -> bool:
         """The database answers and an issuing CA is loaded."""
