@@ -92,13 +92,19 @@ def latest_full_crls(session: Session) -> list[LatestCRL]:
     return [LatestCRL(*row) for row in rows]
 
 
-def expiries(session: Session, *, now: datetime, soon: datetime) -> list[Expiry]:
-    """Per CA, among certificates valid at `now` and not revoked: the soonest notAfter and
-    how many end before `soon`."""
+def expiries(
+    session: Session, *, now: datetime, soon: datetime, exclude_profiles: tuple[str, ...] = ()
+) -> list[Expiry]:
+    """Per CA, among certificates valid at `now`, not revoked and not of `exclude_profiles`:
+    the soonest notAfter and how many end before `soon`."""
     expiring = func.count().filter(CertificateRecord.not_after <= soon)
     rows = session.execute(
         select(CertificateRecord.ca_id, func.min(CertificateRecord.not_after), expiring)
-        .where(CertificateRecord.revoked_at.is_(None), CertificateRecord.not_after > now)
+        .where(
+            CertificateRecord.revoked_at.is_(None),
+            CertificateRecord.not_after > now,
+            CertificateRecord.profile.not_in(exclude_profiles),
+        )
         .group_by(CertificateRecord.ca_id)
     )
     return [Expiry(ca_id, soonest, count) for ca_id, soonest, count in rows]

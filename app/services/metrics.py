@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # the text format every Prometheus version reads
 EXPIRING_WITHIN = timedelta(days=14)
+# MintCA replaces its delegated OCSP responder certificates itself (they live 7 days): in the
+# expiry metrics they would only hide the certificates an operator has to renew.
+SELF_RENEWED_PROFILES = ("ocsp",)
 _EXPIRING_LABEL = "14d"
 
 
@@ -54,7 +57,12 @@ class DatabaseCollector:
             counts = stats.certificate_counts(session)
             cas = stats.ca_states(session)
             crls = stats.latest_full_crls(session)
-            expiries = stats.expiries(session, now=now, soon=now + EXPIRING_WITHIN)
+            expiries = stats.expiries(
+                session,
+                now=now,
+                soon=now + EXPIRING_WITHIN,
+                exclude_profiles=SELF_RENEWED_PROFILES,
+            )
         issued = CounterMetricFamily(
             "mintca_certificates_issued",
             "Certificates issued (renewals included), by CA and profile.",
@@ -118,12 +126,14 @@ def _crl_metrics(crls: list[stats.LatestCRL], now: float) -> Iterable[Metric]:
 def _expiry_metrics(expiries: list[stats.Expiry], ca_ids: list[str]) -> Iterable[Metric]:
     soonest = GaugeMetricFamily(
         "mintca_certificate_soonest_expiry_timestamp_seconds",
-        "The soonest notAfter among the CA's valid, unrevoked certificates (Unix time).",
+        "The soonest notAfter among the CA's valid, unrevoked certificates, OCSP responder "
+        "certificates aside (Unix time).",
         labels=["ca_id"],
     )
     expiring = GaugeMetricFamily(
         "mintca_certificates_expiring",
-        "Valid, unrevoked certificates whose notAfter falls within `within`.",
+        "Valid, unrevoked certificates whose notAfter falls within `within`, OCSP responder "
+        "certificates aside.",
         labels=["ca_id", "within"],
     )
     by_ca = {expiry.ca_id: expiry for expiry in expiries}

@@ -3,6 +3,7 @@ within the window, soonest first; revoked and longer-lived ones are left out."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,8 @@ def test_expiring_lists_valid_certificates_ending_in_the_window_soonest_first(
         for days in ("3", "10", "5", "60")
     }
     succeeded(cli.admin("cert", "revoke", serials["3"], "--reason", "superseded"))
+    # OCSP makes the CA's responder certificate (7 days): MintCA renews it, so it is not listed.
+    assert "good" in ocsp_status(cli, tmp_path / "60")
 
     result = succeeded(cli.admin("cert", "list", "--expiring", "14d"))
 
@@ -39,6 +42,29 @@ def test_expiring_lists_valid_certificates_ending_in_the_window_soonest_first(
     assert all(row[1] == "good" for row in rows.values()), result.stdout
     wider = table(succeeded(cli.admin("cert", "list", "--expiring", "1440h")).stdout)[1]
     assert serials["60"] in wider, "60 days is within 1440 hours"
+
+
+def ocsp_status(cli: Cli, enrolled: Path) -> str:
+    result = subprocess.run(
+        [
+            "openssl",
+            "ocsp",
+            "-issuer",
+            str(enrolled / "chain.pem"),
+            "-cert",
+            str(enrolled / "cert.pem"),
+            "-url",
+            f"{cli.public_url}/ocsp",
+            "-CAfile",
+            str(cli.data_dir / "root.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 @pytest.mark.parametrize("duration", ["soon", "-3d", "14w"])
