@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.clock import FixedClock
 from app.db.engine import Database
+from app.services.container import Services
 from app.services.metrics import MetricsService
 from app.services.telemetry import ocsp_answer_status
 from tests.api.conftest import CSRTools, TokenFactory
@@ -184,6 +185,33 @@ def test_a_database_outage_still_answers_and_says_so(tmp_path: Path, clock: Fixe
     samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
     assert samples["mintca_database_up"] == 0, text
     assert "mintca_certificates_issued_total" not in samples, text
+
+
+def test_ocsp_answer_status_of_signed_answers(
+    services: Services,
+    public_client: TestClient,
+    admin_client: TestClient,
+    new_token: TokenFactory,
+    csrs: CSRTools,
+) -> None:
+    issued = enroll(public_client, new_token(["b.zone"])["token"], csrs.pem_for("b.zone"))
+    known = ocsp_request(issued)
+    probe = ocsp.load_der_ocsp_request(known)
+    never_issued = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate_by_hash(
+            probe.issuer_name_hash, probe.issuer_key_hash, 0x5EED, hashes.SHA1()
+        )
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+
+    assert ocsp_answer_status(services.ocsp.respond(known).der) == "good"
+    assert ocsp_answer_status(services.ocsp.respond(never_issued).der) == "unknown"
+    admin_client.post(
+        f"/admin/certificates/{issued['serial']}/revoke", json={"reason": "superseded"}
+    )
+    assert ocsp_answer_status(services.ocsp.respond(known).der) == "revoked"
 
 
 def _unsuccessful(code: int) -> bytes:
