@@ -144,9 +144,8 @@ def test_totals_agree_across_workers_and_move(two_workers: LiveServer, metrics_d
     assert good == good_asks, after_enroll
     assert value(after_revoke, answers, status="revoked") == 1
     # Both workers served (and so wrote their own files), yet one total came back.
-    pids = {
-        m[1] for m in (re.match(r"\w+?_(\d+)\.db$", p.name) for p in metrics_dir.iterdir()) if m
-    }
+    names = (re.match(r"(counter|histogram)_(\d+)\.db$", p.name) for p in metrics_dir.iterdir())
+    pids = {match[2] for match in names if match}
     assert len(pids) == WORKERS, sorted(p.name for p in metrics_dir.iterdir())
     latency = {"listener": "public", "method": "GET", "route": "/metrics", "status": "200"}
     assert value(after_revoke, "mintca_http_request_duration_seconds_count", **latency) >= (
