@@ -9,7 +9,10 @@ from datetime import datetime
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from app.db.models import CARecord, CertificateRecord, CRLRecord
+from app.db.models import AuditRecord, CARecord, CertificateRecord, CRLRecord
+
+# The audit action of a renewal; its target is the new certificate's serial.
+RENEWAL_ACTION = "certificate.renew"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,18 @@ def certificate_counts(session: Session) -> list[CertificateCount]:
         ).group_by(CertificateRecord.ca_id, CertificateRecord.profile)
     )
     return [CertificateCount(*row) for row in rows]
+
+
+def renewal_counts(session: Session) -> list[tuple[str, str, int]]:
+    """(ca_id, profile, renewals) of the certificates issued by renewal, from the audit rows
+    that record them (a renewed certificate is an ordinary row of `certificates`)."""
+    rows = session.execute(
+        select(CertificateRecord.ca_id, CertificateRecord.profile, func.count())
+        .join(AuditRecord, AuditRecord.target == CertificateRecord.serial)
+        .where(AuditRecord.action == RENEWAL_ACTION)
+        .group_by(CertificateRecord.ca_id, CertificateRecord.profile)
+    )
+    return [(ca_id, profile, count) for ca_id, profile, count in rows]
 
 
 def ca_states(session: Session) -> list[CAState]:

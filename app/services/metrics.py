@@ -55,6 +55,7 @@ class DatabaseCollector:
         now = self._clock.now()
         with self._db.read() as session:
             counts = stats.certificate_counts(session)
+            renewals = stats.renewal_counts(session)
             cas = stats.ca_states(session)
             crls = stats.latest_full_crls(session)
             expiries = stats.expiries(
@@ -73,10 +74,18 @@ class DatabaseCollector:
             "Certificates revoked now (holds included; an unhold takes one off).",
             labels=["ca_id", "profile"],
         )
+        renewed = CounterMetricFamily(
+            "mintca_certificates_renewed",
+            "Certificates issued by renewal (POST /v1/renew), by CA and profile.",
+            labels=["ca_id", "profile"],
+        )
         for count in counts:
             issued.add_metric([count.ca_id, count.profile], count.issued)
             revoked.add_metric([count.ca_id, count.profile], count.revoked)
+        for ca_id, profile, renewal_count in renewals:
+            renewed.add_metric([ca_id, profile], renewal_count)
         yield issued
+        yield renewed
         yield revoked
         yield from _ca_metrics(cas)
         yield from _crl_metrics(crls, now.timestamp())

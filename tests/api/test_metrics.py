@@ -18,6 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.clock import FixedClock
 from app.db.engine import Database
+from app.db.stats import RENEWAL_ACTION
+from app.services.audit import record
 from app.services.container import Services
 from app.services.metrics import MetricsService
 from app.services.telemetry import ocsp_answer_status
@@ -121,6 +123,38 @@ def test_enrollment_and_revocation_move_the_database_totals(
     assert value(after_revoke, number, ca_id=ca_id) > value(after_enroll, number, ca_id=ca_id)
     assert value(after_revoke, "mintca_crl_size_bytes", ca_id=ca_id) > 0
     assert value(after_revoke, "mintca_database_up") == 1
+
+
+def test_a_renewal_recorded_in_the_audit_log_moves_the_renewed_total(
+    services: Services,
+    public_client: TestClient,
+    admin_client: TestClient,
+    new_token: TokenFactory,
+    csrs: CSRTools,
+    clock: FixedClock,
+) -> None:
+    """What POST /v1/renew writes (a certificate row and its `certificate.renew` audit row),
+    written here directly: the live renewal test joins when the route exists."""
+    token = new_token(["*.zone"], max_uses=2)["token"]
+    first = enroll(public_client, token, csrs.pem_for("first.zone"))
+    successor = enroll(public_client, token, csrs.pem_for("first.zone"))
+    ca_id = admin_client.get(f"/admin/certificates/{successor['serial']}").json()["ca_id"]
+    before = scrape(public_client)
+
+    with services.db.write() as session:
+        record(
+            session,
+            at=clock.now(),
+            actor="test",
+            action=RENEWAL_ACTION,
+            target=successor["serial"],
+            details={"renews": first["serial"]},
+        )
+    after = scrape(public_client)
+
+    renewed = "mintca_certificates_renewed_total"
+    key = {"ca_id": ca_id, "profile": "peer"}
+    assert value(after, renewed, **key) == value(before, renewed, **key) + 1, after
 
 
 def test_ocsp_answers_are_counted_by_status(
