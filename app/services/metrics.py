@@ -64,32 +64,36 @@ class DatabaseCollector:
                 soon=now + EXPIRING_WITHIN,
                 exclude_profiles=SELF_RENEWED_PROFILES,
             )
-        issued = CounterMetricFamily(
-            "mintca_certificates_issued",
-            "Certificates issued (renewals included), by CA and profile.",
-            labels=["ca_id", "profile"],
-        )
-        revoked = GaugeMetricFamily(
-            "mintca_certificates_revoked",
-            "Certificates revoked now (holds included; an unhold takes one off).",
-            labels=["ca_id", "profile"],
-        )
-        renewed = CounterMetricFamily(
-            "mintca_certificates_renewed",
-            "Certificates issued by renewal (POST /v1/renew), by CA and profile.",
-            labels=["ca_id", "profile"],
-        )
-        for count in counts:
-            issued.add_metric([count.ca_id, count.profile], count.issued)
-            revoked.add_metric([count.ca_id, count.profile], count.revoked)
-        for ca_id, profile, renewal_count in renewals:
-            renewed.add_metric([ca_id, profile], renewal_count)
-        yield issued
-        yield renewed
-        yield revoked
+        yield from _certificate_metrics(counts, renewals)
         yield from _ca_metrics(cas)
         yield from _crl_metrics(crls, now.timestamp())
         yield from _expiry_metrics(expiries, [ca.ca_id for ca in cas])
+
+
+def _certificate_metrics(
+    counts: list[stats.CertificateCount], renewals: list[tuple[str, str, int]]
+) -> Iterable[Metric]:
+    issued = CounterMetricFamily(
+        "mintca_certificates_issued",
+        "Certificates issued (renewals included), by CA and profile.",
+        labels=["ca_id", "profile"],
+    )
+    revoked = GaugeMetricFamily(
+        "mintca_certificates_revoked",
+        "Certificates revoked now (holds included; an unhold takes one off).",
+        labels=["ca_id", "profile"],
+    )
+    renewed = CounterMetricFamily(
+        "mintca_certificates_renewed",
+        "Certificates issued by renewal (POST /v1/renew), by CA and profile.",
+        labels=["ca_id", "profile"],
+    )
+    for count in counts:
+        issued.add_metric([count.ca_id, count.profile], count.issued)
+        revoked.add_metric([count.ca_id, count.profile], count.revoked)
+    for ca_id, profile, renewal_count in renewals:
+        renewed.add_metric([ca_id, profile], renewal_count)
+    return (issued, renewed, revoked)
 
 
 def _ca_metrics(cas: list[stats.CAState]) -> Iterable[Metric]:
