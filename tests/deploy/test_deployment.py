@@ -5,11 +5,11 @@ Dockerfile through a parser, and its HEALTHCHECK run against a real server."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from app.config import Settings
-from tests.integration.live import LiveServer, free_port, start_server, stop_server
+from tests.integration.live import free_port, start_server, stop_server
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -88,7 +88,7 @@ def test_each_replica_waits_for_init_and_the_database_and_checks_ready(
         "postgres": {"condition": "service_healthy"},
         "init": {"condition": "service_completed_successfully"},
     }
-    assert any("/ready" in part for part in service["healthcheck"]["test"]), service
+    assert "app.server.healthcheck" in service["healthcheck"]["test"], "GET /ready"
     script = " ".join(service["command"])
     assert f"mintca init --server-name {replica}" in script, "its own mtls server certificate"
     assert script.rstrip().endswith("exec mintca serve"), script
@@ -106,6 +106,7 @@ def test_replicas_share_the_database_and_the_kek_secret_but_not_a_data_volume(
     assert "@postgres:5432/" in env["MINTCA_DATABASE_URL"], env
     assert env["MINTCA_KEK_FILE"] == f"/run/secrets/{KEK_SECRET}", env
     assert "MINTCA_KEK" not in env, "the KEK comes as a secret, never in the environment"
+    assert env["MINTCA_PUBLIC_TLS"] == "true", "enrollment tokens must not travel in clear"
     for name in ("init", *REPLICAS):
         assert services[name]["secrets"] == [KEK_SECRET], services[name]
     assert set(compose["secrets"]) == {KEK_SECRET}
@@ -199,35 +200,64 @@ def healthcheck_command(dockerfile: DockerfileParser) -> list[str]:
     return command
 
 
-@pytest.fixture
-def live_server(initialised_settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
-    process, server = start_server(initialised_settings, tmp_path / "serve.log")
-    try:
-        yield server
-    finally:
-        stop_server(process)
+def run_healthcheck(
+    command: list[str], *, bind: str, tls: bool, data_dir: Path, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """The image's health check, run here with the environment the container would have."""
+    return subprocess.run(
+        [sys.executable, *command[1:]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=cwd,  # no .env there
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "MINTCA_PUBLIC_BIND": bind,
+            "MINTCA_PUBLIC_TLS": "true" if tls else "false",
+            "MINTCA_DATA_DIR": str(data_dir),
+        },
+    )
 
 
 @pytest.mark.integration
-def test_dockerfile_healthcheck_passes_on_a_ready_server_and_fails_without_one(
-    dockerfile: DockerfileParser, live_server: LiveServer
+@pytest.mark.parametrize("tls", [False, True], ids=["public http", "public https"])
+def test_the_image_healthcheck_passes_on_a_ready_server_and_fails_without_one(
+    dockerfile: DockerfileParser,
+    compose: dict[str, Any],
+    initialised_settings: Settings,
+    tmp_path: Path,
+    tls: bool,
 ) -> None:
     command = healthcheck_command(dockerfile)
     assert command[0] == "python", "the slim image has no curl"
-    assert "/ready" in " ".join(command)
-    public_bind = live_server.public_url.removeprefix("http://")
+    for replica in REPLICAS:
+        assert compose["services"][replica]["healthcheck"]["test"] == ["CMD", *command]
+    extra_env = {"MINTCA_PUBLIC_TLS": "true"} if tls else {}
+    process, server = start_server(
+        initialised_settings, tmp_path / "serve.log", extra_env=extra_env
+    )
+    try:
+        bind = server.public_url.split("://", 1)[1]
+        checks = {
+            "ready": run_healthcheck(
+                command, bind=bind, tls=tls, data_dir=server.data_dir, cwd=tmp_path
+            ),
+            "nothing listening": run_healthcheck(
+                command,
+                bind=f"127.0.0.1:{free_port()}",
+                tls=tls,
+                data_dir=server.data_dir,
+                cwd=tmp_path,
+            ),
+            "wrong scheme": run_healthcheck(
+                command, bind=bind, tls=not tls, data_dir=server.data_dir, cwd=tmp_path
+            ),
+        }
+    finally:
+        stop_server(process)
 
-    def run(bind: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, *command[1:]],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-            env={"MINTCA_PUBLIC_BIND": bind},
-        )
-
-    ready = run(public_bind)
-    assert ready.returncode == 0, ready.stderr
-    nobody = run(f"127.0.0.1:{free_port()}")
-    assert nobody.returncode != 0, "a healthcheck that cannot fail"
+    assert checks["ready"].returncode == 0, checks["ready"].stderr
+    for name in ("nothing listening", "wrong scheme"):
+        assert checks[name].returncode == 1, f"{name}: {checks[name].stderr}"
+        assert checks[name].stderr.startswith("not ready: "), checks[name].stderr
