@@ -16,6 +16,7 @@ from cryptography.x509 import ocsp
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.api.request_metrics import route_template
 from app.clock import FixedClock
 from app.db.engine import Database
 from app.db.stats import RENEWAL_ACTION
@@ -200,6 +201,27 @@ def test_latency_is_labelled_by_route_template(public_client: TestClient) -> Non
     assert value(samples, count, **unmatched) >= 1
     routes = {dict(labels).get("route") for name, labels in samples if name == count}
     assert not any(r and ("admin.php" in r or ca_id in r) for r in routes), routes
+
+
+class _Route:
+    path = "/crl/{ca_id}.crl"
+
+
+@pytest.mark.parametrize(
+    ("scope", "template"),
+    [
+        pytest.param({"route": _Route(), "path": "/crl/ab12.crl"}, "/crl/{ca_id}.crl", id="routed"),
+        # An OCSP fast path in front of FastAPI answers before routing: no route in the scope.
+        pytest.param({"path": "/ocsp"}, "/ocsp", id="ocsp POST before routing"),
+        pytest.param(
+            {"path": "/ocsp/MEUw%2BQ"}, "/ocsp/{encoded:path}", id="ocsp GET before routing"
+        ),
+        pytest.param({"path": "/ocspx"}, "unmatched", id="not ocsp"),
+        pytest.param({"path": "/wp-login.php"}, "unmatched", id="scan"),
+    ],
+)
+def test_route_template_never_uses_the_raw_path(scope: dict[str, Any], template: str) -> None:
+    assert route_template(scope) == template
 
 
 def test_the_mtls_listener_times_its_requests_too(

@@ -212,7 +212,8 @@ def run_healthcheck(
         check=False,
         cwd=cwd,  # no .env there
         env={
-            "PATH": os.environ.get("PATH", ""),
+            # This environment without the developer's MINTCA_* (coverage's variables stay).
+            **{k: v for k, v in os.environ.items() if not k.startswith("MINTCA_")},
             "MINTCA_PUBLIC_BIND": bind,
             "MINTCA_PUBLIC_TLS": "true" if tls else "false",
             "MINTCA_DATA_DIR": str(data_dir),
