@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends, FastAPI
 from app.api.deps import get_peer, require_declared_role, require_json_writes
 from app.api.limits import BodySizeLimit
 from app.api.problems import install_problem_handlers
+from app.api.request_metrics import RequestMetrics
 from app.api.routes.mtls import admin, docs, renew, roles
-from app.api.routes.public import ca_files, certificates, crls, health, ocsp
+from app.api.routes.public import ca_files, certificates, crls, health, metrics, ocsp
 from app.services.container import Services
 
 PUBLIC_ROUTERS: tuple[APIRouter, ...] = (
@@ -19,6 +20,7 @@ PUBLIC_ROUTERS: tuple[APIRouter, ...] = (
     crls.router,
     ocsp.router,
     certificates.router,
+    metrics.router,
 )
 MTLS_ROUTERS: tuple[APIRouter, ...] = (
     admin.router,
@@ -28,19 +30,23 @@ MTLS_ROUTERS: tuple[APIRouter, ...] = (
 )
 
 
-def _app(services: Services, title: str, routers: tuple[APIRouter, ...], **kwargs: Any) -> FastAPI:
+def _app(
+    services: Services, title: str, routers: tuple[APIRouter, ...], listener: str, **kwargs: Any
+) -> FastAPI:
     app = FastAPI(title=title, version="0.1.0", **kwargs)
     app.state.services = services
     install_problem_handlers(app)
     for router in routers:
         app.include_router(router)
     app.add_middleware(BodySizeLimit)
+    # Added last, so outermost (after Starlette's error handler): it times whole requests.
+    app.add_middleware(RequestMetrics, listener=listener)
     return app
 
 
 def create_public_app(services: Services) -> FastAPI:
     """CA files, CRLs, OCSP, certificate status, enrollment with a token, health."""
-    return _app(services, "MintCA public API", PUBLIC_ROUTERS)
+    return _app(services, "MintCA public API", PUBLIC_ROUTERS, "public")
 
 
 def create_mtls_app(services: Services) -> FastAPI:
@@ -53,6 +59,7 @@ def create_mtls_app(services: Services) -> FastAPI:
         services,
         "MintCA mTLS API",
         MTLS_ROUTERS,
+        "mtls",
         dependencies=[
             Depends(get_peer),
             Depends(require_declared_role),

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Literal, get_args
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+# Re-exported: the names live in app.ca.key_types, which the CLI imports without cryptography.
+from app.ca.key_types import KEY_TYPES as KEY_TYPES
+from app.ca.key_types import KeyType as KeyType
 from app.errors import UnsupportedKeyError
-
-KeyType = Literal["ec-p384", "ec-p256", "rsa-4096", "rsa-3072", "rsa-2048", "ed25519"]
-KEY_TYPES: tuple[str, ...] = get_args(KeyType)
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey

@@ -1,17 +1,21 @@
 """The HTTP client the operator and service commands share: mTLS with the admin bundle by
-default, problem documents turned into one clear line and a non-zero exit."""
+default, problem documents turned into one clear line and a non-zero exit.
+
+Light at import: httpx and ssl are imported when a request is made, so `mintca --help` and
+the command modules that import this one start fast."""
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import typer
 
-from app.config import Settings
+if TYPE_CHECKING:
+    import httpx
+
+    from app.config import Settings
 
 DEFAULT_MTLS_URL = "https://localhost:8443"
 
@@ -24,6 +28,10 @@ class Target:
     key: Path | None
 
     def client(self) -> httpx.Client:
+        import ssl
+
+        import httpx
+
         verify: ssl.SSLContext | bool = True
         if self.url.startswith("https://"):
             context = ssl.create_default_context(cafile=str(self.cacert) if self.cacert else None)
@@ -77,6 +85,10 @@ def check(response: httpx.Response) -> httpx.Response:
 
 
 def request(target: Target, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    import ssl
+
+    import httpx
+
     try:
         with target.client() as client:
             return check(client.request(method, path, **kwargs))

@@ -7,19 +7,22 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 
-from app.ca.keys import KEY_TYPES, generate_private_key, private_key_pem
-from app.ca.signer import hash_for_key
+from app.ca.key_types import KEY_TYPES
 from app.cli.client import public_target, request
 from app.cli.options import CACertOption, DataDirOption, UrlOption, load_settings
-from app.services.setup import write_file_atomically
 
 
 def build_csr(names: list[str], key_type: str) -> tuple[bytes, bytes]:
     """A key and a CSR with the first name as CN and every name as a SAN; returns PEMs."""
+    # Imported here: `mintca --help` must not pay for cryptography.
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    from app.ca.keys import generate_private_key, private_key_pem
+    from app.ca.signer import hash_for_key
+
     key = generate_private_key(key_type)
     sans: list[x509.GeneralName] = []
     for name in names:
@@ -69,6 +72,8 @@ def enroll(
         json=body,
         headers={"Authorization": f"Bearer {token}"},
     ).json()
+    from app.services.setup import write_file_atomically
+
     out.mkdir(parents=True, exist_ok=True)
     write_file_atomically(out / "key.pem", key_pem, 0o600)
     write_file_atomically(out / "cert.pem", issued["certificate"].encode(), 0o644)

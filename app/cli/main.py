@@ -1,18 +1,20 @@
-"""`mintca`: init, serve and db here; client command groups in their own modules."""
+"""`mintca`: init, serve and db here; client command groups in their own modules.
+
+Start-up speed: `mintca --help` and every client command import only typer and the stdlib
+at module level, in this module and in each command module it registers; anything heavier
+(httpx, cryptography, pydantic, SQLAlchemy, FastAPI, uvicorn) is imported inside the
+command that uses it. tests/cli/test_startup.py holds this; bench/cli.py measures it."""
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
 
-from app.ca.keys import KEY_TYPES
+from app.ca.key_types import KEY_TYPES
 from app.cli import admin, enroll, operator, renew
 from app.cli.options import DataDirOption, load_settings
-from app.clock import SystemClock
 from app.errors import ConfigurationError
-from app.services.setup import InitOptions, initialise, is_initialised
 
 app = typer.Typer(help="MintCA: an internal certificate authority.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -49,6 +51,9 @@ def init(
 ) -> None:
     """Create the schema, the root and issuing CAs, the mtls server certificate and the first
     admin certificate. Changes nothing on an initialised data dir."""
+    from app.clock import SystemClock
+    from app.services.setup import InitOptions, initialise
+
     settings = load_settings(data_dir)
     options = InitOptions(
         name=name,
@@ -74,7 +79,13 @@ def init(
 @app.command()
 def serve(data_dir: DataDirOption = None) -> None:
     """Run the public and mtls listeners (initialising an empty data dir first)."""
+    import logging
+
+    from app.server.multiprocess import prepare_metrics_dir
+
+    prepare_metrics_dir()  # first: before anything imports prometheus-client
     from app.server.workers import run
+    from app.services.setup import is_initialised
 
     settings = load_settings(data_dir)
     logging.basicConfig(

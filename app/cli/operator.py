@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -72,6 +74,13 @@ def cert_list(
     profile: str | None = None,
     ca_id: str | None = None,
     expiring_within_days: int | None = None,
+    expiring: Annotated[
+        str | None,
+        typer.Option(
+            help="Valid certificates whose notAfter is within this duration (e.g. 14d, 36h; "
+            "rounded up to whole days), soonest first"
+        ),
+    ] = None,
     limit: int = 100,
     data_dir: DataDirOption = None,
     url: UrlOption = None,
@@ -80,6 +89,9 @@ def cert_list(
     cacert: CACertOption = None,
 ) -> None:
     """List certificates as a table (all pages)."""
+    if expiring is not None:
+        expiring_within_days = _whole_days(expiring)
+        status = status or "good"  # a revoked certificate needs no renewal
     params: dict[str, Any] = {
         k: v
         for k, v in {
@@ -94,13 +106,33 @@ def cert_list(
     }
     target = _admin(data_dir, url, cert, key, cacert)
     typer.echo(f"{'SERIAL':<42} {'STATUS':<8} {'PROFILE':<7} {'NOT AFTER':<20} NAMES")
+    items: Iterable[dict[str, Any]] = _all_pages(target, params)
+    if expiring is not None:
+        # MintCA replaces its OCSP responder certificates itself: nothing for an operator.
+        shown = (item for item in items if profile or item["profile"] != "ocsp")
+        items = sorted(shown, key=lambda item: str(item["not_after"]))  # soonest first
+    for item in items:
+        typer.echo(_row(item))
+
+
+def _all_pages(target: Target, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
     while True:
         page = request(target, "GET", "/admin/certificates", params=params).json()
-        for item in page["items"]:
-            typer.echo(_row(item))
+        yield from page["items"]
         if not page["next_cursor"]:
-            break
-        params["cursor"] = page["next_cursor"]
+            return
+        params = {**params, "cursor": page["next_cursor"]}
+
+
+def _whole_days(duration: str) -> int:
+    """`14d`, `36h`, `90m` or seconds, as the whole days the admin API filters by."""
+    from app.config import parse_duration
+
+    try:
+        seconds = parse_duration(duration).total_seconds()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--expiring") from None
+    return max(1, math.ceil(seconds / 86400))
 
 
 @cert_app.command("show")

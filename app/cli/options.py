@@ -1,13 +1,16 @@
-"""Options every command shares, and the one place settings are built for the CLI."""
+"""Options every command shares, and the one place settings are built for the CLI.
+
+Light at import (typer and the stdlib): pydantic is imported when settings are built."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.config import Settings
+if TYPE_CHECKING:
+    from app.config import Settings
 
 DataDirOption = Annotated[
     Path | None,
@@ -20,5 +23,7 @@ CACertOption = Annotated[Path | None, typer.Option("--cacert", help="CA bundle t
 
 
 def load_settings(data_dir: Path | None = None) -> Settings:
+    from app.config import Settings
+
     settings = Settings()
     return settings.model_copy(update={"data_dir": data_dir}) if data_dir else settings

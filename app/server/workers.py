@@ -12,6 +12,7 @@ from types import FrameType
 
 from app.config import Settings
 from app.server.listeners import bind_socket, serve_both
+from app.server.multiprocess import mark_worker_dead
 from app.services.container import Services
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def run(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, stop)
     for child in children:
         child.join()
+        mark_worker_dead(child.pid)
 
 
 def serve_worker(settings: Settings, public_sock: socket.socket, mtls_sock: socket.socket) -> None:

@@ -14,6 +14,7 @@ from app.services.certificates import CertificateService
 from app.services.crls import CRLService
 from app.services.enrollment import EnrollmentService
 from app.services.keyring import Keyring, load_kek
+from app.services.metrics import MetricsService
 from app.services.ocsp import OCSPService
 from app.services.peers import PeerService
 from app.services.renewal import RenewalService
@@ -59,6 +60,7 @@ class Services:
         self.server_cert = ServerCertificateService(
             self.db, self.clock, self.keyring, endpoints, settings.data_dir
         )
+        self.metrics = MetricsService(self.db, self.clock)
 
     def ready(self) -> bool:
         """The database answers and an issuing CA is loaded."""

@@ -17,6 +17,7 @@ from app.api.media import OCSP_RESPONSE, http_date
 from app.ca.ocsp import build_unsuccessful_response
 from app.errors import PayloadTooLargeError
 from app.services.ocsp import OCSPAnswer
+from app.services.telemetry import count_ocsp_answer
 
 router = APIRouter(tags=["ocsp"])
 # RFC 5019 §6.2 lets caches keep an answer until nextUpdate; MintCA re-signs at once on
@@ -25,10 +26,13 @@ MAX_AGE_SECONDS = 300
 
 
 def _malformed() -> Response:
-    return Response(build_unsuccessful_response("malformed_request"), media_type=OCSP_RESPONSE)
+    return _answer(
+        OCSPAnswer(build_unsuccessful_response("malformed_request")), now=None, get=False
+    )
 
 
 def _answer(answer: OCSPAnswer, *, now: datetime | None, get: bool) -> Response:
+    count_ocsp_answer(answer.der)  # /metrics: every OCSP answer sent, by status
     headers = {}
     if get and answer.cacheable and answer.this_update and answer.next_update and now:
         remaining = int((answer.next_update - now).total_seconds())
