@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)?\s*$")
+_DURATION = re.compile(r"\s*(\d{1,12})\s*(s|m|h|d)?\s*")  # used with fullmatch, never `$`
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -20,7 +20,7 @@ def parse_duration(value: object) -> timedelta:
         return value
     if isinstance(value, int | float):
         return timedelta(seconds=value)
-    match = _DURATION.match(str(value))
+    match = _DURATION.fullmatch(str(value))
     if match is None:
         raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 24h, 30d)")
     return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2] or "s"])
