@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app.ca.bootstrap import NewCA, create_issuing_ca, create_root
+from app.ca.bootstrap import NewCA, check_ca_name, create_issuing_ca, create_root
 from app.ca.issuance import Endpoints, pem_bundle
 from app.ca.keys import generate_private_key, private_key_pem, wrap_private_key
-from app.ca.names import RequestedNames, is_ip
+from app.ca.names import RequestedNames, check_name_limits, is_dns_name, is_ip
 from app.ca.profiles import PROFILES
 from app.ca.serials import format_serial
 from app.ca.signer import LocalSigner
@@ -26,6 +26,7 @@ from app.db.cas import any_ca_exists
 from app.db.engine import Database
 from app.db.migrate import upgrade
 from app.db.models import CARecord
+from app.errors import ConfigurationError, MalformedCSRError
 from app.services.audit import record
 from app.services.certificates import sign_leaf, store_certificate
 from app.services.crls import CRLService
@@ -62,7 +63,13 @@ def is_initialised(settings: Settings) -> bool:
 def initialise(settings: Settings, options: InitOptions, clock: Clock) -> InitReport:
     """Idempotent: on an initialised database it creates no row; it writes only files that
     are missing (a replica joining a shared database gets the CA files and, since server keys
-    never enter the database, a server certificate of its own)."""
+    never enter the database, a server certificate of its own).
+
+    Raises:
+        ConfigurationError: a CA name, admin name or server name that cannot be certified
+            (checked before anything is written).
+    """
+    check_options(options)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.effective_database_url)
     kek = load_kek(settings, create=True)
@@ -71,6 +78,20 @@ def initialise(settings: Settings, options: InitOptions, clock: Clock) -> InitRe
         return _initialise(settings, options, clock, db, kek)
     finally:
         db.dispose()
+
+
+def check_options(options: InitOptions) -> None:
+    """Raises:
+    ConfigurationError: naming which option cannot be certified."""
+    check_ca_name(options.name)
+    for name in options.server_names:
+        if not (is_ip(name) or is_dns_name(name, allow_wildcard=False)):
+            raise ConfigurationError(f"--server-name {name!r} is neither a DNS name nor an IP")
+    try:
+        check_name_limits(RequestedNames(common_name=options.admin_name))
+        check_name_limits(_server_names(options.server_names))
+    except MalformedCSRError as exc:
+        raise ConfigurationError(f"init options: {exc.detail}") from None
 
 
 def _initialise(
