@@ -3,7 +3,6 @@ admin certificate and first CRLs, in one transaction; then the files of the data
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ from app.db.engine import Database
 from app.db.migrate import upgrade
 from app.db.models import CARecord
 from app.errors import ConfigurationError, MalformedCSRError
+from app.files import write_file
 from app.services.audit import record
 from app.services.certificates import sign_leaf, store_certificate
 from app.services.crls import CRLService
@@ -100,78 +100,114 @@ def _initialise(
     endpoints = Endpoints(settings.base_url)
     keyring = Keyring(db, kek)
     files: dict[str, tuple[bytes, int]] = {}
-    with db.write() as session:
-        if not db.is_sqlite:
-            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_INIT_LOCK})
-        created = not any_ca_exists(session)
-        if created:
-            now = clock.now()
-            root = create_root(name=options.name, key_type=options.root_key, now=now)
-            issuing = create_issuing_ca(
-                name=options.name,
-                key_type=options.issuing_key,
-                root=root,
-                now=now,
-                endpoints=endpoints,
-            )
-            _add_ca(session, root, kind="root", parent=None, kek=kek, now=now)
-            _add_ca(session, issuing, kind="issuing", parent=root.ca_id, kek=kek, now=now)
-            session.flush()
-            for ca, parent in ((root, None), (issuing, root.ca_id)):
-                keyring.add(_authority(ca, parent, active=ca is issuing))
-            admin = _issue_into_files(
-                session,
-                keyring.get(issuing.ca_id),
-                RequestedNames(common_name=options.admin_name),
-                profile="admin",
-                validity=ADMIN_VALIDITY,
-                now=now,
-                endpoints=endpoints,
-                files=files,
-            )
-            crls = CRLService(db, clock, keyring, endpoints, settings.crl_validity)
-            for ca in (root, issuing):
-                crls.publish(session, ca.ca_id, now=now)
-            record(
-                session,
-                at=now,
-                actor="mintca init",
-                action="ca.init",
-                target=issuing.ca_id,
-                details={
-                    "root": root.ca_id,
-                    "issuing": issuing.ca_id,
-                    "admin": format_serial(admin.serial_number),
-                },
-            )
-        else:
-            keyring.load_from(session)
-        root_authority = keyring.root()
-        issuing_authority = keyring.active_issuer()
-        if not (settings.data_dir / "server.pem").exists():
-            _issue_into_files(
-                session,
-                issuing_authority,
-                _server_names(options.server_names),
-                profile="server",
-                validity=SERVER_VALIDITY,
-                now=clock.now(),
-                endpoints=endpoints,
-                files=files,
-            )
-    # Files are written after the commit: a crash here leaves rows, and a rerun writes files.
-    files.setdefault("root.pem", (pem_bundle(root_authority.certificate), 0o644))
-    files.setdefault(
-        "ca-chain.pem",
-        (pem_bundle(*keyring.chain(issuing_authority)), 0o644),
-    )
-    written = []
-    for name, (content, mode) in files.items():
-        if name in ("root.pem", "ca-chain.pem") and (settings.data_dir / name).exists():
-            continue
-        write_file_atomically(settings.data_dir / name, content, mode)
-        written.append(name)
+    written: list[str] = []
+    try:
+        with db.write() as session:
+            created = _fill(session, settings, options, clock, db, kek, keyring, endpoints, files)
+            # Key files before the commit: if one cannot be written, the transaction rolls
+            # back and no certificate exists whose key was lost (a rerun starts afresh).
+            _write_files(settings.data_dir, files, written)
+    except BaseException:
+        for name in written:  # the commit failed: no file may name a certificate not stored
+            (settings.data_dir / name).unlink(missing_ok=True)
+        raise
+    root_authority = keyring.root()
+    issuing_authority = keyring.active_issuer()
+    # The CA files are public and derived from the database: written after the commit (a
+    # rerun writes them if this process stops here). root.pem marks an initialised data dir.
+    public = {
+        "root.pem": (pem_bundle(root_authority.certificate), 0o644),
+        "ca-chain.pem": (pem_bundle(*keyring.chain(issuing_authority)), 0o644),
+    }
+    _write_files(settings.data_dir, public, written, keep_existing=True)
     return InitReport(created, root_authority.ca_id, issuing_authority.ca_id, written)
+
+
+def _write_files(
+    data_dir: Path,
+    files: dict[str, tuple[bytes, int]],
+    written: list[str],
+    *,
+    keep_existing: bool = False,
+) -> None:
+    """Write each file durably, appending its name to `written` as soon as it exists."""
+    for name, (content, mode) in files.items():
+        if keep_existing and (data_dir / name).exists():
+            continue
+        write_file(data_dir / name, content, mode)
+        written.append(name)
+
+
+def _fill(
+    session: Session,
+    settings: Settings,
+    options: InitOptions,
+    clock: Clock,
+    db: Database,
+    kek: bytes,
+    keyring: Keyring,
+    endpoints: Endpoints,
+    files: dict[str, tuple[bytes, int]],
+) -> bool:
+    """The rows of init in the caller's transaction; the leaf files it queues in `files`;
+    True when this run created the CAs."""
+    if not db.is_sqlite:
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_INIT_LOCK})
+    created = not any_ca_exists(session)
+    if created:
+        now = clock.now()
+        root = create_root(name=options.name, key_type=options.root_key, now=now)
+        issuing = create_issuing_ca(
+            name=options.name,
+            key_type=options.issuing_key,
+            root=root,
+            now=now,
+            endpoints=endpoints,
+        )
+        _add_ca(session, root, kind="root", parent=None, kek=kek, now=now)
+        _add_ca(session, issuing, kind="issuing", parent=root.ca_id, kek=kek, now=now)
+        session.flush()
+        for ca, parent in ((root, None), (issuing, root.ca_id)):
+            keyring.add(_authority(ca, parent, active=ca is issuing))
+        admin = _issue_into_files(
+            session,
+            keyring.get(issuing.ca_id),
+            RequestedNames(common_name=options.admin_name),
+            profile="admin",
+            validity=ADMIN_VALIDITY,
+            now=now,
+            endpoints=endpoints,
+            files=files,
+        )
+        crls = CRLService(db, clock, keyring, endpoints, settings.crl_validity)
+        for ca in (root, issuing):
+            crls.publish(session, ca.ca_id, now=now)
+        record(
+            session,
+            at=now,
+            actor="mintca init",
+            action="ca.init",
+            target=issuing.ca_id,
+            details={
+                "root": root.ca_id,
+                "issuing": issuing.ca_id,
+                "admin": format_serial(admin.serial_number),
+            },
+        )
+    else:
+        keyring.load_from(session)
+    if not (settings.data_dir / "server.pem").exists():
+        _issue_into_files(
+            session,
+            keyring.active_issuer(),
+            _server_names(options.server_names),
+            profile="server",
+            validity=SERVER_VALIDITY,
+            now=clock.now(),
+            endpoints=endpoints,
+            files=files,
+        )
+    return created
 
 
 def _add_ca(
@@ -252,12 +288,5 @@ def _server_names(names: tuple[str, ...]) -> RequestedNames:
 
 
 def write_file_atomically(path: Path, content: bytes, mode: int) -> None:
-    """Write to a temporary file with its final mode, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    """Kept for the CLI commands that import it: app.files.write_file does the work."""
+    write_file(path, content, mode)
