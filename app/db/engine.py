@@ -58,7 +58,8 @@ def secure_sqlite_file(url: str) -> None:
     if not database or database == ":memory:" or database.startswith("file:"):
         return
     path = Path(database)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        return  # SQLite will fail to open it, and say why
     create_private_file(path)
     for suffix in ("-wal", "-shm"):
         sidecar = path.with_name(path.name + suffix)

@@ -31,6 +31,7 @@ def upgrade(url: str) -> None:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = Path(parsed.database or "mintca.db")
+        database.parent.mkdir(parents=True, exist_ok=True)
         secure_sqlite_file(url)  # the first connection of a new CA is this one
         create_private_file(Path(f"{database}.lock"))
         with open(f"{database}.lock", "a") as lock:
