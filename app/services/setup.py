@@ -3,6 +3,8 @@ admin certificate and first CRLs, in one transaction; then the files of the data
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -101,18 +103,68 @@ def _initialise(
     keyring = Keyring(db, kek)
     files: dict[str, tuple[bytes, int]] = {}
     written: list[str] = []
-    try:
-        with db.write() as session:
-            created = _fill(session, settings, options, clock, db, kek, keyring, endpoints, files)
-            # Key files before the commit: if one cannot be written, the transaction rolls
-            # back and no certificate exists whose key was lost (a rerun starts afresh).
-            _write_files(settings.data_dir, files, written)
-    except BaseException:
-        for name in written:  # the commit failed: no file may name a certificate not stored
-            (settings.data_dir / name).unlink(missing_ok=True)
-        raise
-    root_authority = keyring.root()
-    issuing_authority = keyring.active_issuer()
+    with _removed_on_failure(settings.data_dir, written), db.write() as session:
+        if not db.is_sqlite:
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_INIT_LOCK})
+        created = not any_ca_exists(session)
+        if created:
+            now = clock.now()
+            root = create_root(name=options.name, key_type=options.root_key, now=now)
+            issuing = create_issuing_ca(
+                name=options.name,
+                key_type=options.issuing_key,
+                root=root,
+                now=now,
+                endpoints=endpoints,
+            )
+            _add_ca(session, root, kind="root", parent=None, kek=kek, now=now)
+            _add_ca(session, issuing, kind="issuing", parent=root.ca_id, kek=kek, now=now)
+            session.flush()
+            for ca, parent in ((root, None), (issuing, root.ca_id)):
+                keyring.add(_authority(ca, parent, active=ca is issuing))
+            admin = _issue_into_files(
+                session,
+                keyring.get(issuing.ca_id),
+                RequestedNames(common_name=options.admin_name),
+                profile="admin",
+                validity=ADMIN_VALIDITY,
+                now=now,
+                endpoints=endpoints,
+                files=files,
+            )
+            crls = CRLService(db, clock, keyring, endpoints, settings.crl_validity)
+            for ca in (root, issuing):
+                crls.publish(session, ca.ca_id, now=now)
+            record(
+                session,
+                at=now,
+                actor="mintca init",
+                action="ca.init",
+                target=issuing.ca_id,
+                details={
+                    "root": root.ca_id,
+                    "issuing": issuing.ca_id,
+                    "admin": format_serial(admin.serial_number),
+                },
+            )
+        else:
+            keyring.load_from(session)
+        root_authority = keyring.root()
+        issuing_authority = keyring.active_issuer()
+        if not (settings.data_dir / "server.pem").exists():
+            _issue_into_files(
+                session,
+                issuing_authority,
+                _server_names(options.server_names),
+                profile="server",
+                validity=SERVER_VALIDITY,
+                now=clock.now(),
+                endpoints=endpoints,
+                files=files,
+            )
+        # Key files before the commit: if one cannot be written, the transaction rolls back
+        # and no certificate exists whose key was lost (a rerun starts afresh).
+        _write_files(settings.data_dir, files, written)
     # The CA files are public and derived from the database: written after the commit (a
     # rerun writes them if this process stops here). root.pem marks an initialised data dir.
     public = {
@@ -121,6 +173,18 @@ def _initialise(
     }
     _write_files(settings.data_dir, public, written, keep_existing=True)
     return InitReport(created, root_authority.ca_id, issuing_authority.ca_id, written)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(data_dir: Path, written: list[str]) -> Iterator[None]:
+    """If the transaction fails (even at its commit), remove the files written for it: no
+    file may name a certificate that was not stored."""
+    try:
+        yield
+    except BaseException:
+        for name in written:
+            (data_dir / name).unlink(missing_ok=True)
+        raise
 
 
 def _write_files(
@@ -136,78 +200,6 @@ def _write_files(
             continue
         write_file(data_dir / name, content, mode)
         written.append(name)
-
-
-def _fill(
-    session: Session,
-    settings: Settings,
-    options: InitOptions,
-    clock: Clock,
-    db: Database,
-    kek: bytes,
-    keyring: Keyring,
-    endpoints: Endpoints,
-    files: dict[str, tuple[bytes, int]],
-) -> bool:
-    """The rows of init in the caller's transaction; the leaf files it queues in `files`;
-    True when this run created the CAs."""
-    if not db.is_sqlite:
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_INIT_LOCK})
-    created = not any_ca_exists(session)
-    if created:
-        now = clock.now()
-        root = create_root(name=options.name, key_type=options.root_key, now=now)
-        issuing = create_issuing_ca(
-            name=options.name,
-            key_type=options.issuing_key,
-            root=root,
-            now=now,
-            endpoints=endpoints,
-        )
-        _add_ca(session, root, kind="root", parent=None, kek=kek, now=now)
-        _add_ca(session, issuing, kind="issuing", parent=root.ca_id, kek=kek, now=now)
-        session.flush()
-        for ca, parent in ((root, None), (issuing, root.ca_id)):
-            keyring.add(_authority(ca, parent, active=ca is issuing))
-        admin = _issue_into_files(
-            session,
-            keyring.get(issuing.ca_id),
-            RequestedNames(common_name=options.admin_name),
-            profile="admin",
-            validity=ADMIN_VALIDITY,
-            now=now,
-            endpoints=endpoints,
-            files=files,
-        )
-        crls = CRLService(db, clock, keyring, endpoints, settings.crl_validity)
-        for ca in (root, issuing):
-            crls.publish(session, ca.ca_id, now=now)
-        record(
-            session,
-            at=now,
-            actor="mintca init",
-            action="ca.init",
-            target=issuing.ca_id,
-            details={
-                "root": root.ca_id,
-                "issuing": issuing.ca_id,
-                "admin": format_serial(admin.serial_number),
-            },
-        )
-    else:
-        keyring.load_from(session)
-    if not (settings.data_dir / "server.pem").exists():
-        _issue_into_files(
-            session,
-            keyring.active_issuer(),
-            _server_names(options.server_names),
-            profile="server",
-            validity=SERVER_VALIDITY,
-            now=clock.now(),
-            endpoints=endpoints,
-            files=files,
-        )
-    return created
 
 
 def _add_ca(
