@@ -55,6 +55,8 @@ class LimitedHttpToolsProtocol(PeerCertHttpToolsProtocol):
                 self.transport.close()
 
     def on_message_begin(self) -> None:
+        # A later request's head is timed from its first byte; between requests uvicorn's
+        # keep-alive timeout applies.
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = 0
@@ -65,13 +67,6 @@ class LimitedHttpToolsProtocol(PeerCertHttpToolsProtocol):
         self._in_head = False
         self._cancel_head_timer()
         super().on_headers_complete()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        # The next request's head is timed from its first byte (on_message_begin); until
-        # then the keep-alive timeout uvicorn has just armed applies.
-        self._in_head = True
-        self._head_bytes = 0
 
     def _arm_head_timer(self) -> None:
         self._cancel_head_timer()
