@@ -17,7 +17,7 @@ from app.ca.issuance import (
     ca_id_for,
 )
 from app.ca.keys import PrivateKey, generate_private_key
-from app.ca.names import MAX_COMMON_NAME_CHARS, has_control_characters
+from app.ca.names import MAX_COMMON_NAME_CHARS, cn_length, has_control_characters
 from app.ca.serials import new_serial_number
 from app.ca.signer import LocalSigner
 from app.errors import ConfigurationError
@@ -37,9 +37,10 @@ def check_ca_name(name: str) -> None:
         control characters."""
     if not name.strip() or has_control_characters(name):
         raise ConfigurationError(f"the CA name must be printable text, not {name!r}")
-    if len(name) > MAX_CA_NAME_CHARS:
+    if cn_length(name) > MAX_CA_NAME_CHARS:
         raise ConfigurationError(
-            f"the CA name has {len(name)} characters; at most {MAX_CA_NAME_CHARS}, so that "
+            f"the CA name has {cn_length(name)} characters (UTF-8 bytes); at most "
+            f"{MAX_CA_NAME_CHARS}, so that "
             f"'{name[:12]}... Issuing CA 1{RESPONDER_SUFFIX}' fits the 64 characters of a CN"
         )
 
@@ -48,7 +49,8 @@ def responder_common_name(ca_common_name: str) -> str:
     """`<CA CN> OCSP Responder`, the CA's CN cut so that the whole always fits in 64
     characters (CAs made before check_ca_name existed may have long names)."""
     room = MAX_COMMON_NAME_CHARS - len(RESPONDER_SUFFIX)
-    return ca_common_name[:room].rstrip() + RESPONDER_SUFFIX
+    cut = ca_common_name.encode()[:room].decode(errors="ignore")  # never half a character
+    return cut.rstrip() + RESPONDER_SUFFIX
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,12 @@ def has_control_characters(name: str) -> bool:
     return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name)
 
 
+def cn_length(value: str) -> int:
+    """The length cryptography holds to ub-common-name: UTF-8 bytes, so 40 accented letters
+    are 80 and would fail when the certificate is built."""
+    return len(value.encode("utf-8", errors="surrogatepass"))
+
+
 def check_name_limits(names: RequestedNames) -> None:
     """Everything about the names that could make signing or storing fail, checked before
     anything is signed.
@@ -93,10 +99,10 @@ def check_name_limits(names: RequestedNames) -> None:
         if len(name) > MAX_NAME_CHARS:
             raise MalformedCSRError(f"a name is longer than {MAX_NAME_CHARS} characters")
     cn = names.common_name
-    if cn is not None and not 1 <= len(cn) <= MAX_COMMON_NAME_CHARS:
+    if cn is not None and not 1 <= cn_length(cn) <= MAX_COMMON_NAME_CHARS:
         raise MalformedCSRError(
-            f"the CN must have 1 to {MAX_COMMON_NAME_CHARS} characters (X.520 ub-common-name), "
-            f"not {len(cn)}"
+            f"the CN must have 1 to {MAX_COMMON_NAME_CHARS} characters (X.520 ub-common-name; "
+            f"counted as UTF-8 bytes, as cryptography encodes it), not {cn_length(cn)}"
         )
     if len(every) > MAX_NAMES:
         raise MalformedCSRError(f"{len(every)} names; a certificate carries at most {MAX_NAMES}")

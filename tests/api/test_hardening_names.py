@@ -52,6 +52,7 @@ def _rows(services: Services) -> dict[str, int]:
         pytest.param("x\n.internal", [], {400, 403}, id="newline inside the cn"),
         pytest.param("x.internal", ["y.internal\n"], {400, 403}, id="trailing newline in a san"),
         pytest.param("a" * 56 + ".internal", [], {400}, id="cn of 65 characters"),
+        pytest.param("é" * 40, [], {400}, id="cn of 80 bytes in 40 letters"),
         pytest.param(None, [f"h{n}.internal" for n in range(300)], {400}, id="300 sans"),
     ],
 )

@@ -71,6 +71,7 @@ def _csr(cn: str | None, dns: list[str]) -> x509.CertificateSigningRequest:
     [
         pytest.param("a" * 65, [], "1 to 64 characters", id="cn of 65"),
         pytest.param("a" * 60 + ".zone", [], "1 to 64 characters", id="dns cn of 65"),
+        pytest.param("é" * 40, [], "1 to 64 characters", id="cn of 40 two-byte letters"),
         pytest.param(None, [f"h{n}.zone" for n in range(300)], "at most 100", id="300 sans"),
         pytest.param("x\n.zone", [], "control character", id="newline in cn"),
         pytest.param(None, ["x\n.zone"], "not a DNS name", id="newline in dns san"),

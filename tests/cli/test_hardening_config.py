@@ -17,9 +17,10 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 from pydantic import ValidationError
 
-from app.ca.bootstrap import MAX_CA_NAME_CHARS, responder_common_name
+from app.ca.bootstrap import MAX_CA_NAME_CHARS, check_ca_name, responder_common_name
 from app.clock import FixedClock
 from app.config import MAX_OCSP_VALIDITY, Settings
+from app.errors import ConfigurationError
 from app.services import setup
 from app.services.container import Services
 from app.services.responders import RENEW_BEFORE
@@ -130,11 +131,19 @@ def test_ocsp_validity_never_outlives_the_responder() -> None:
     assert MAX_OCSP_VALIDITY <= RENEW_BEFORE
 
 
+@pytest.mark.parametrize("letter", ["N", "é", "名"])
 @pytest.mark.parametrize("length", [1, 36, 37, 51, 64])
-def test_responder_common_name_always_fits(length: int) -> None:
-    cn = responder_common_name("N" * length + " Issuing CA 1"[: max(0, 64 - length)])
-    assert len(cn) <= 64, cn
+def test_responder_common_name_always_fits(length: int, letter: str) -> None:
+    ca_cn = (letter * length + " Issuing CA 1")[:64]
+    cn = responder_common_name(ca_cn)
+    assert len(cn.encode()) <= 64, cn
     assert cn.endswith(" OCSP Responder")
+
+
+def test_a_ca_name_is_measured_in_utf8_bytes() -> None:
+    check_ca_name("é" * 16)  # 32 bytes
+    with pytest.raises(ConfigurationError, match="17 characters|34 characters"):
+        check_ca_name("é" * 17)
 
 
 def test_long_named_ca_from_before_the_check_still_answers_ocsp(
