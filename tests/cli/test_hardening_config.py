@@ -142,7 +142,7 @@ def test_responder_common_name_always_fits(length: int, letter: str) -> None:
 
 def test_a_ca_name_is_measured_in_utf8_bytes() -> None:
     check_ca_name("é" * 16)  # 32 bytes
-    with pytest.raises(ConfigurationError, match="17 characters|34 characters"):
+    with pytest.raises(ConfigurationError, match="has 34 characters"):
         check_ca_name("é" * 17)
 
 
