@@ -24,15 +24,15 @@ _HEADERS_TOO_LARGE = (
 
 class LimitedHttpToolsProtocol(PeerCertHttpToolsProtocol):
     """Closes a connection whose request head (from the connection's start, or from the
-    first byte of a later request) is not complete within `header_timeout` seconds, and
-    answers 431 to a head over MAX_HEAD_BYTES. Between requests uvicorn's keep-alive timeout
-    applies; a request's body is bounded by the body limit of the apps."""
+    first byte of a later request) is not complete within `header_timeout` seconds, or whose
+    body is not complete within as long again after the head; answers 431 to a head over
+    MAX_HEAD_BYTES. Between requests uvicorn's keep-alive timeout applies."""
 
     header_timeout: float = DEFAULT_HEADER_TIMEOUT_SECONDS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._in_head = True
         self._head_bytes = 0
 
@@ -40,10 +40,10 @@ class LimitedHttpToolsProtocol(PeerCertHttpToolsProtocol):
         self, transport: asyncio.Transport
     ) -> None:
         super().connection_made(transport)
-        self._arm_head_timer()  # a client that connects and sends nothing is also cut off
+        self._arm_timer()  # a client that connects and sends nothing is also cut off
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
+        self._cancel_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -60,26 +60,32 @@ class LimitedHttpToolsProtocol(PeerCertHttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = 0
-        if self._head_timer is None:
-            self._arm_head_timer()
+        if self._timer is None:
+            self._arm_timer()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._cancel_head_timer()
+        self._arm_timer()  # now for the body (at most 64 KiB, refused above that)
         super().on_headers_complete()
 
-    def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+    def on_message_complete(self) -> None:
+        self._cancel_timer()
+        super().on_message_complete()
 
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _arm_timer(self) -> None:
+        self._cancel_timer()
+        self._timer = self.loop.call_later(self.header_timeout, self._timed_out)
 
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self._in_head and not self.transport.is_closing():
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        cycle = self.cycle
+        answering = cycle is not None and not self._in_head and cycle.response_started
+        if not answering and not self.transport.is_closing():
             self.transport.close()
 
 

@@ -1,7 +1,7 @@
 """The listeners over real sockets (issue 12, items 9 and 11): tokens are refused over plain
 HTTP unless the operator allowed it for loopback, and accepted over TLS; a client that does
-not finish its request head within MINTCA_HEADER_TIMEOUT is disconnected, on both listeners;
-a request head over 64 KiB gets 431."""
+not finish its request head (or then its body) within MINTCA_HEADER_TIMEOUT is disconnected,
+on both listeners; a request head over 64 KiB gets 431."""
 
 from __future__ import annotations
 
@@ -110,6 +110,17 @@ def test_half_a_request_is_cut_off_after_the_header_timeout(
         assert b"HTTP/1.1 200" not in outcome, outcome
     finally:
         sock.close()
+
+
+def test_a_stalled_body_is_cut_off(strict_server: LiveServer) -> None:
+    public_port = int(strict_server.public_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", public_port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /ocsp HTTP/1.1\r\nHost: x\r\nContent-Type: application/ocsp-request\r\n"
+            b"Content-Length: 1000\r\n\r\n0123456789"  # 990 bytes never come
+        )
+        outcome = _wait_closed(sock, 3 * HEADER_TIMEOUT_SECONDS)
+    assert outcome.endswith((b"<eof>", b"<reset>")), f"still open: {outcome!r}"
 
 
 def test_a_connection_that_sends_nothing_is_closed(strict_server: LiveServer) -> None:
