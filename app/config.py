@@ -18,12 +18,12 @@ def parse_duration(value: object) -> timedelta:
     """Parse `90s`, `15m`, `24h`, `30d` or a number of seconds."""
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    match = _DURATION.fullmatch(str(value))
-    if match is None:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 24h, 30d)")
     try:
+        if isinstance(value, int | float):
+            return timedelta(seconds=value)
+        match = _DURATION.fullmatch(str(value))
+        if match is None:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 24h, 30d)")
         return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2] or "s"])
     except OverflowError:
         raise ValueError(f"duration too long: {value!r}") from None

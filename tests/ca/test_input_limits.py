@@ -52,6 +52,12 @@ def test_duration_with_trailing_text_is_refused() -> None:
         parse_duration("10s\nx")
 
 
+@pytest.mark.parametrize("value", ["999999999999d", 10**20, 1e300])
+def test_overflowing_duration_is_a_value_error(value: object) -> None:
+    with pytest.raises(ValueError, match="too long"):
+        parse_duration(value)
+
+
 def _csr(cn: str | None, dns: list[str]) -> x509.CertificateSigningRequest:
     key = ec.generate_private_key(ec.SECP256R1())
     attributes = []
