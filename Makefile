@@ -26,8 +26,10 @@ $(STAMP): pyproject.toml
 
 # MINTCA_* from the environment and from make's command line reach the server (GNU make
 # exports both to recipes).
+# A first local session enrolls over plain HTTP from localhost: tokens over plain HTTP are
+# accepted from loopback only, and only with MINTCA_ALLOW_INSECURE_TOKENS=true (README, Security).
 run: venv
-	$(BIN)/mintca serve
+	MINTCA_ALLOW_INSECURE_TOKENS=$${MINTCA_ALLOW_INSECURE_TOKENS:-true} $(BIN)/mintca serve
 
 test: venv
 	$(BIN)/pytest -q $(COVERAGE) $(PYTEST_ARGS)

@@ -7,10 +7,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h|d)?\s*$")
+_DURATION = re.compile(r"\s*(\d{1,12})\s*(s|m|h|d)?\s*")  # used with fullmatch, never `$`
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -18,15 +18,51 @@ def parse_duration(value: object) -> timedelta:
     """Parse `90s`, `15m`, `24h`, `30d` or a number of seconds."""
     if isinstance(value, timedelta):
         return value
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value))
-    if match is None:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 24h, 30d)")
-    return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2] or "s"])
+    try:
+        if isinstance(value, int | float):
+            return timedelta(seconds=value)
+        match = _DURATION.fullmatch(str(value))
+        if match is None:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 24h, 30d)")
+        return timedelta(seconds=int(match[1]) * _UNIT_SECONDS[match[2] or "s"])
+    except OverflowError:
+        raise ValueError(f"duration too long: {value!r}") from None
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def format_duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+def between(low: timedelta, high: timedelta) -> AfterValidator:
+    """Bounds for a configuration duration, checked when Settings are built (at start)."""
+
+    def check(value: timedelta) -> timedelta:
+        if not low <= value <= high:
+            raise ValueError(
+                f"must be between {format_duration(low)} and {format_duration(high)}, "
+                f"not {format_duration(value)}"
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+# A CRL must outlive the 60 s republication loop several times over, and stay short enough
+# that every date it computes fits (3000000d overflowed on every publication).
+CRL_VALIDITY_BOUNDS = between(timedelta(minutes=5), timedelta(days=30))
+# An OCSP answer must never outlive its signer: the delegated responder certificate is
+# replaced with 2 days left (app.services.responders.RENEW_BEFORE), so 2 days at most.
+MAX_OCSP_VALIDITY = timedelta(days=2)
+OCSP_VALIDITY_BOUNDS = between(timedelta(minutes=1), MAX_OCSP_VALIDITY)
+# A client that has not sent a whole request head within this time is disconnected.
+HEADER_TIMEOUT_BOUNDS = between(timedelta(seconds=1), timedelta(minutes=5))
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -48,8 +84,8 @@ class Settings(BaseSettings):
     kek: str | None = Field(default=None, repr=False)
     kek_file: Path | None = None
     workers: int = Field(default=1, ge=1, le=64)
-    crl_validity: Duration = timedelta(hours=24)
-    ocsp_validity: Duration = timedelta(hours=12)
+    crl_validity: Annotated[Duration, CRL_VALIDITY_BOUNDS] = timedelta(hours=24)
+    ocsp_validity: Annotated[Duration, OCSP_VALIDITY_BOUNDS] = timedelta(hours=12)
     ocsp_signer: Literal["delegated", "ca"] = "delegated"
     log_level: str = "info"
     # Client, admin and role certificates name their caller spiffe://<trust_domain>/<profile>/<CN>
@@ -57,6 +93,15 @@ class Settings(BaseSettings):
     trust_domain: str = Field(
         default="mintca.internal", pattern=r"^[a-z0-9._-]{1,255}$"
     )  # Rust regex: $ is the end
+    # Tokens over plain HTTP: refused unless this is true AND the client is on loopback.
+    allow_insecure_tokens: bool = False
+    header_timeout: Annotated[Duration, HEADER_TIMEOUT_BOUNDS] = timedelta(seconds=10)
+    # Enrollment token buckets, per process: requests per second and burst, per client address
+    # and per token. Loose enough for the benchmarks (about 200 enrollments/s from one host).
+    enroll_rate_per_address: float = Field(default=200.0, gt=0, le=100_000)
+    enroll_burst_per_address: int = Field(default=400, ge=1, le=1_000_000)
+    enroll_rate_per_token: float = Field(default=200.0, gt=0, le=100_000)
+    enroll_burst_per_token: int = Field(default=400, ge=1, le=1_000_000)
 
     @property
     def effective_database_url(self) -> str:

@@ -12,12 +12,14 @@ MintCAError
 │   └── TokenRejectedError
 ├── PermissionDeniedError         403
 │   ├── NameNotAllowedError
-│   └── PeerRejectedError
+│   ├── PeerRejectedError
+│   └── TLSRequiredError
 ├── NotFoundError                 404
 ├── ConflictError                 409
 │   └── OfflineKeyError           (the CA key is offline: sign locally with --root-key)
 ├── PayloadTooLargeError          413
 ├── UnsupportedMediaTypeError     415
+├── RateLimitedError              429 (with Retry-After)
 ├── ServiceUnavailableError       503
 └── ConfigurationError            500 (at start-up: a missing or wrong KEK)
 """
@@ -109,3 +111,17 @@ class ServiceUnavailableError(MintCAError):
 
 class ConfigurationError(MintCAError):
     slug, title = "configuration", "MintCA is misconfigured"
+
+
+class TLSRequiredError(PermissionDeniedError):
+    slug, title = "tls-required", "Enrollment tokens need TLS"
+
+
+class RateLimitedError(MintCAError):
+    """429 (RFC 6585 §4); `retry_after` seconds go into the Retry-After header."""
+
+    status, slug, title = 429, "rate-limited", "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

@@ -118,6 +118,7 @@ def main() -> None:
             "MINTCA_PUBLIC_URL": public_url,
             "MINTCA_WORKERS": str(args.workers),
             "MINTCA_LOG_LEVEL": "warning",
+            "MINTCA_ALLOW_INSECURE_TOKENS": "true",  # plain HTTP on loopback
         }
         server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env)
         try:

@@ -38,7 +38,11 @@ async def _domain_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, MintCAError)
     if exc.status >= 500:
         log.error("%s: %s", exc.slug, exc.detail)
-    return problem_response(exc.status, exc.slug, exc.title, exc.detail)
+    response = problem_response(exc.status, exc.slug, exc.title, exc.detail)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:  # RFC 9110 §10.2.3, for 429 and 503
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 async def _validation_error(_request: Request, exc: Exception) -> Response:

@@ -18,11 +18,40 @@ from app.ca.issuance import (
     ca_id_for,
 )
 from app.ca.keys import PrivateKey, PublicKey, generate_private_key
+from app.ca.names import MAX_COMMON_NAME_CHARS, cn_length, has_control_characters
 from app.ca.serials import new_serial_number
 from app.ca.signer import LocalSigner, Signer
+from app.errors import ConfigurationError
 
 ROOT_VALIDITY = timedelta(days=3650)
 ISSUING_VALIDITY = timedelta(days=1825)
+RESPONDER_SUFFIX = " OCSP Responder"
+# The longest CN derived from the name is "<name> Issuing CA <generation> OCSP Responder":
+# 27 characters plus the generation's digits. 32 leaves room for 99,999 rotations within
+# X.520 ub-common-name (64); a 37-character name broke every delegated OCSP answer.
+MAX_CA_NAME_CHARS = MAX_COMMON_NAME_CHARS - len(" Issuing CA 99999" + RESPONDER_SUFFIX)
+
+
+def check_ca_name(name: str) -> None:
+    """Raises:
+    ConfigurationError: a name that would make a derived CN too long, or is empty or holds
+        control characters."""
+    if not name.strip() or has_control_characters(name):
+        raise ConfigurationError(f"the CA name must be printable text, not {name!r}")
+    if cn_length(name) > MAX_CA_NAME_CHARS:
+        raise ConfigurationError(
+            f"the CA name has {cn_length(name)} characters (UTF-8 bytes); at most "
+            f"{MAX_CA_NAME_CHARS}, so that "
+            f"'{name[:12]}... Issuing CA 1{RESPONDER_SUFFIX}' fits the 64 characters of a CN"
+        )
+
+
+def responder_common_name(ca_common_name: str) -> str:
+    """`<CA CN> OCSP Responder`, the CA's CN cut so that the whole always fits in 64
+    characters (CAs made before check_ca_name existed may have long names)."""
+    room = MAX_COMMON_NAME_CHARS - len(RESPONDER_SUFFIX)
+    cut = ca_common_name.encode()[:room].decode(errors="ignore")  # never half a character
+    return cut.rstrip() + RESPONDER_SUFFIX
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,15 @@ from cryptography.x509.oid import NameOID
 
 from app.errors import MalformedCSRError, NameNotAllowedError
 
-_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# fullmatch, never `$`: `$` also matches before a trailing newline ("x\n.internal").
+_DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+# X.520 ub-common-name (RFC 5280 Appendix A): a longer CN cannot be encoded in a certificate.
+MAX_COMMON_NAME_CHARS = 64
+# Names per certificate (CN and SANs): ample for a service, bounded for the signer, the row
+# and every relying party that parses the certificate.
+MAX_NAMES = 100
+MAX_NAME_CHARS = 1024  # a single URI or email SAN (a DNS name stops at 253)
+MAX_TOTAL_NAME_CHARS = 16 * 1024  # all names together
 
 
 @dataclass(frozen=True)
@@ -61,16 +69,60 @@ def is_dns_name(name: str, *, allow_wildcard: bool = True) -> bool:
     labels = name.lower().split(".")
     if allow_wildcard and labels[0] == "*" and len(labels) > 1:
         labels = labels[1:]
-    return len(name) <= 253 and all(_DNS_LABEL.match(label) for label in labels)
+    return len(name) <= 253 and all(_DNS_LABEL.fullmatch(label) for label in labels)
+
+
+def has_control_characters(name: str) -> bool:
+    """C0 controls, DEL and C1 controls: never part of a name, and a newline in a name lets
+    it pass as two lines in logs and in tools that print certificates."""
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name)
+
+
+def cn_length(value: str) -> int:
+    """The length cryptography holds to ub-common-name: UTF-8 bytes, so 40 accented letters
+    are 80 and would fail when the certificate is built."""
+    return len(value.encode("utf-8", errors="surrogatepass"))
+
+
+def check_name_limits(names: RequestedNames) -> None:
+    """Everything about the names that could make signing or storing fail, checked before
+    anything is signed.
+
+    Raises:
+        MalformedCSRError: a control character in a name, a CN over 64 characters, more than
+            MAX_NAMES names, a name over MAX_NAME_CHARS or all over MAX_TOTAL_NAME_CHARS.
+    """
+    every = names.all()
+    for name in every:
+        if has_control_characters(name):
+            raise MalformedCSRError(f"a name holds a control character: {name[:80]!r}")
+        if len(name) > MAX_NAME_CHARS:
+            raise MalformedCSRError(f"a name is longer than {MAX_NAME_CHARS} characters")
+    cn = names.common_name
+    if cn is not None and not 1 <= cn_length(cn) <= MAX_COMMON_NAME_CHARS:
+        raise MalformedCSRError(
+            f"the CN must have 1 to {MAX_COMMON_NAME_CHARS} characters (X.520 ub-common-name; "
+            f"counted as UTF-8 bytes, as cryptography encodes it), not {cn_length(cn)}"
+        )
+    if len(every) > MAX_NAMES:
+        raise MalformedCSRError(f"{len(every)} names; a certificate carries at most {MAX_NAMES}")
+    if sum(len(name) for name in every) > MAX_TOTAL_NAME_CHARS:
+        raise MalformedCSRError(f"the names exceed {MAX_TOTAL_NAME_CHARS} characters together")
 
 
 def read_requested_names(csr: x509.CertificateSigningRequest) -> RequestedNames:
     """Collect CN and SANs.
 
     Raises:
-        MalformedCSRError: a SAN type MintCA does not issue, or a malformed name.
+        MalformedCSRError: a SAN type MintCA does not issue, a malformed name, or names over
+            the limits of check_name_limits.
     """
-    cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    try:
+        cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except UserWarning as exc:
+        # cryptography warns about a CN over 64 characters (or a 3-letter country) while it
+        # parses the subject; where warnings are errors the warning arrives as this exception.
+        raise MalformedCSRError(f"the CN must have 1 to 64 characters: {exc}") from exc
     common_name = str(cns[0].value).strip() if cns else None
     dns: list[str] = []
     ips: list[str] = []
@@ -101,13 +153,15 @@ def read_requested_names(csr: x509.CertificateSigningRequest) -> RequestedNames:
     if common_name is None and not (dns or ips or uris or emails):
         raise MalformedCSRError("the CSR names nothing: give a CN or a subjectAltName")
     # A name asked for twice is certified once (dict keeps the CSR's order).
-    return RequestedNames(
+    names = RequestedNames(
         common_name,
         tuple(dict.fromkeys(dns)),
         tuple(dict.fromkeys(ips)),
         tuple(dict.fromkeys(uris)),
         tuple(dict.fromkeys(emails)),
     )
+    check_name_limits(names)
+    return names
 
 
 def name_allowed(name: str, patterns: list[str]) -> bool:

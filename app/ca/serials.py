@@ -9,7 +9,7 @@ from app.errors import InvalidSerialError
 
 SERIAL_BITS = 159
 _SEPARATORS = re.compile(r"[:\s]")
-_HEX = re.compile(r"^[0-9a-f]{1,40}$")
+_HEX = re.compile(r"[0-9a-f]{1,40}")  # fullmatch: `$` would allow a trailing newline
 
 
 def new_serial_number() -> int:
@@ -28,6 +28,6 @@ def parse_serial(text: str) -> int:
         InvalidSerialError: not a positive hex number of at most 20 octets.
     """
     cleaned = _SEPARATORS.sub("", text).lower().lstrip("0") or "0"
-    if not _HEX.match(cleaned) or cleaned == "0":
+    if not _HEX.fullmatch(cleaned) or cleaned == "0":
         raise InvalidSerialError(f"not a serial number (hex, at most 20 octets): {text[:64]!r}")
     return int(cleaned, 16)

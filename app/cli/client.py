@@ -57,10 +57,19 @@ def mtls_target(
     )
 
 
+def default_public_url(settings: Settings) -> str:
+    """MINTCA_PUBLIC_URL, as https when the public listener serves TLS: tokens must not
+    travel in clear (the listener refuses them over plain HTTP from other hosts)."""
+    url = settings.base_url
+    if settings.public_tls and url.startswith("http://"):
+        url = "https://" + url.removeprefix("http://")
+    return url
+
+
 def public_target(settings: Settings, url: str | None, cacert: Path | None) -> Target:
     default_ca = settings.data_dir / "root.pem"
     return Target(
-        url or settings.base_url,
+        url or default_public_url(settings),
         cacert or (default_ca if default_ca.exists() else None),
         None,
         None,

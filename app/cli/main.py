@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from app.ca.key_types import KEY_TYPES
-from app.cli import admin, enroll, operator, renew
+from app.cli import admin, enroll, operator, recover, renew
 from app.cli.options import DataDirOption, load_settings
 from app.errors import ConfigurationError
 
@@ -25,6 +25,7 @@ app.command("renew")(renew.renew)
 for group in operator.GROUPS:
     app.add_typer(group, name=group.info.name)
 app.add_typer(admin.admin_app, name="admin")
+admin.admin_app.command("recover")(recover.recover)
 
 
 def _check_key_type(value: str) -> str:

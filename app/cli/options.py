@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from app.config import Settings
 
 DataDirOption = Annotated[
@@ -23,7 +25,22 @@ CACertOption = Annotated[Path | None, typer.Option("--cacert", help="CA bundle t
 
 
 def load_settings(data_dir: Path | None = None) -> Settings:
-    from app.config import Settings
+    """Raises:
+    ConfigurationError: a MINTCA_* value out of its bounds, as one line (`mintca` exits 2)."""
+    from pydantic import ValidationError
 
-    settings = Settings()
+    from app.config import Settings
+    from app.errors import ConfigurationError
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(describe_settings_error(exc)) from None
     return settings.model_copy(update={"data_dir": data_dir}) if data_dir else settings
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    return "; ".join(
+        f"MINTCA_{'_'.join(map(str, e['loc'])).upper()}: {e['msg'].removeprefix('Value error, ')}"
+        for e in exc.errors()
+    )

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
+
+from app.files import create_private_file
 
 _WRITE = "mintca_write"
 
@@ -17,6 +21,7 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
+            secure_sqlite_file(url)
             self.engine = create_engine(url, pool_size=pool_size, max_overflow=32)
             _configure_sqlite(self.engine)
         else:
@@ -43,6 +48,23 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def secure_sqlite_file(url: str) -> None:
+    """The database holds wrapped keys and token hashes: create its file with mode 0600 before
+    SQLite does (SQLite gives -wal and -shm the main file's mode), and tighten files an
+    older MintCA left readable by others."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.parent.is_dir():
+        return  # SQLite will fail to open it, and say why
+    create_private_file(path)
+    for suffix in ("-wal", "-shm"):
+        sidecar = path.with_name(path.name + suffix)
+        if sidecar.exists() and sidecar.stat().st_mode & 0o077:
+            sidecar.chmod(0o600)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -10,6 +10,9 @@ from alembic.config import Config
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from app.db.engine import secure_sqlite_file
+from app.files import create_private_file
+
 _ROOT = Path(__file__).resolve().parents[2]
 # Any constant works; it names the lock that serialises migrations on PostgreSQL.
 _PG_MIGRATION_LOCK = 0x4D494E54
@@ -29,6 +32,8 @@ def upgrade(url: str) -> None:
     if parsed.get_backend_name() == "sqlite":
         database = Path(parsed.database or "mintca.db")
         database.parent.mkdir(parents=True, exist_ok=True)
+        secure_sqlite_file(url)  # the first connection of a new CA is this one
+        create_private_file(Path(f"{database}.lock"))
         with open(f"{database}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             _run(config, url)

@@ -19,8 +19,13 @@ import uvicorn
 from app.api.apps import create_mtls_app, create_public_app
 from app.ca.issuance import pem_bundle
 from app.config import Settings, parse_bind
+from app.server.limits import (
+    KEEP_ALIVE_SECONDS,
+    MAX_CONCURRENCY,
+    MAX_HEAD_BYTES,
+    limited_protocol,
+)
 from app.server.live_tls import LiveTLS, watch_forever
-from app.server.tls_scope import PeerCertHttpToolsProtocol
 from app.services.container import Services
 
 log = logging.getLogger(__name__)
@@ -64,13 +69,19 @@ def server_configs(
         "ssl_certfile": str(settings.data_dir / "server.pem"),
         "ssl_keyfile": str(settings.data_dir / "server-key.pem"),
     }
-    # One protocol class for both listeners: it brings the peer certificate into the scope
-    # and closes idle TLS connections promptly on shutdown.
+    # One protocol class for both listeners: it brings the peer certificate into the scope,
+    # closes idle TLS connections promptly on shutdown and times out slow request heads.
     common: dict[str, Any] = {
-        "http": PeerCertHttpToolsProtocol,
+        "http": limited_protocol(settings.header_timeout.total_seconds()),
         "lifespan": "off",
         "log_level": settings.log_level,
         "proxy_headers": False,
+        # Limits, set deliberately (README, Security). The protocol is httptools-based, so
+        # the head size limit it enforces is MAX_HEAD_BYTES; the h11 setting matches it in
+        # case the protocol is ever switched to h11.
+        "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+        "limit_concurrency": MAX_CONCURRENCY,
     }
     public = uvicorn.Config(
         create_public_app(services), **common, **(tls_files if settings.public_tls else {})

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.ca.issuance import Endpoints, build_leaf, leaf_window
 from app.ca.keys import PublicKey
-from app.ca.names import RequestedNames
+from app.ca.names import RequestedNames, check_name_limits
 from app.ca.profiles import Profile
 from app.ca.serials import format_serial, new_serial_number, parse_serial
 from app.clock import Clock
@@ -76,6 +76,10 @@ def sign_leaf(
     now: datetime,
     endpoints: Endpoints,
 ) -> x509.Certificate:
+    """Raises:
+    MalformedCSRError: names over the limits (checked here too, so that no caller signs a
+        certificate that cannot be encoded or stored)."""
+    check_name_limits(names)
     builder = build_leaf(
         public_key=public_key,
         names=names,

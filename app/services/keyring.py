@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from app.db.cas import active_issuer_id, ca_states, list_cas
 from app.db.engine import Database
 from app.db.models import CARecord
 from app.errors import ConfigurationError, NotFoundError, ServiceUnavailableError
+from app.files import PRIVATE, write_file
 
 RELOAD_INTERVAL_SECONDS = 10.0
 
@@ -57,13 +57,11 @@ def load_kek(settings: Settings, *, create: bool = False) -> bytes:
 
 
 def _create_kek_file(path: Path) -> None:
+    """Durable before any key is wrapped with it (written, fsynced, linked into place, the
+    directory fsynced); never over an existing KEK: a replica that won the race keeps its
+    file and this process reads that one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return  # another process made it first; use theirs
-    with os.fdopen(fd, "w") as handle:
-        handle.write(encode_kek(generate_kek()) + "\n")
+    write_file(path, (encode_kek(generate_kek()) + "\n").encode(), PRIVATE, replace=False)
 
 
 class Keyring:

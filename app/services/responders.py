@@ -11,6 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from app.ca.bootstrap import responder_common_name
 from app.ca.issuance import Endpoints
 from app.ca.keys import generate_private_key, unwrap_private_key, wrap_private_key
 from app.ca.names import RequestedNames
@@ -72,7 +73,7 @@ class ResponderService:
             now = self._clock.now()
             key = generate_private_key("ec-p256")
             ca_name = authority.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-            names = RequestedNames(common_name=f"{ca_name[0].value!s} OCSP Responder")
+            names = RequestedNames(common_name=responder_common_name(str(ca_name[0].value)))
             certificate = sign_leaf(
                 authority,
                 public_key=key.public_key(),

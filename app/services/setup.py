@@ -3,7 +3,8 @@ admin certificate and first CRLs, in one transaction; then the files of the data
 
 from __future__ import annotations
 
-import os
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -12,10 +13,10 @@ from cryptography import x509
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app.ca.bootstrap import NewCA, create_issuing_ca, create_root
+from app.ca.bootstrap import NewCA, check_ca_name, create_issuing_ca, create_root
 from app.ca.issuance import Endpoints, pem_bundle
 from app.ca.keys import generate_private_key, private_key_pem
-from app.ca.names import RequestedNames, is_ip
+from app.ca.names import RequestedNames, check_name_limits, is_dns_name, is_ip
 from app.ca.profiles import PROFILES, with_caller_identity
 from app.ca.serials import format_serial
 from app.ca.signer import LocalSigner
@@ -24,6 +25,8 @@ from app.config import Settings
 from app.db.cas import any_ca_exists
 from app.db.engine import Database
 from app.db.migrate import upgrade
+from app.errors import ConfigurationError, MalformedCSRError
+from app.files import write_file
 from app.services.audit import record
 from app.services.authorities import ROOT_CRL_VALIDITY, add_ca
 from app.services.certificates import sign_leaf, store_certificate
@@ -62,7 +65,13 @@ def is_initialised(settings: Settings) -> bool:
 def initialise(settings: Settings, options: InitOptions, clock: Clock) -> InitReport:
     """Idempotent: on an initialised database it creates no row; it writes only files that
     are missing (a replica joining a shared database gets the CA files and, since server keys
-    never enter the database, a server certificate of its own)."""
+    never enter the database, a server certificate of its own).
+
+    Raises:
+        ConfigurationError: a CA name, admin name or server name that cannot be certified
+            (checked before anything is written).
+    """
+    check_options(options)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.effective_database_url)
     kek = load_kek(settings, create=True)
@@ -73,13 +82,28 @@ def initialise(settings: Settings, options: InitOptions, clock: Clock) -> InitRe
         db.dispose()
 
 
+def check_options(options: InitOptions) -> None:
+    """Raises:
+    ConfigurationError: naming which option cannot be certified."""
+    check_ca_name(options.name)
+    for name in options.server_names:
+        if not (is_ip(name) or is_dns_name(name, allow_wildcard=False)):
+            raise ConfigurationError(f"--server-name {name!r} is neither a DNS name nor an IP")
+    try:
+        check_name_limits(RequestedNames(common_name=options.admin_name))
+        check_name_limits(_server_names(options.server_names))
+    except MalformedCSRError as exc:
+        raise ConfigurationError(f"init options: {exc.detail}") from None
+
+
 def _initialise(
     settings: Settings, options: InitOptions, clock: Clock, db: Database, kek: bytes
 ) -> InitReport:
     endpoints = Endpoints(settings.base_url, settings.trust_domain)
     keyring = Keyring(db, kek)
     files: dict[str, tuple[bytes, int]] = {}
-    with db.write() as session:
+    written: list[str] = []
+    with _removed_on_failure(settings.data_dir, written), db.write() as session:
         if not db.is_sqlite:
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_INIT_LOCK})
         created = not any_ca_exists(session)
@@ -130,8 +154,7 @@ def _initialise(
             (root_crls if offline else crls).publish(session, root.ca_id, now=now)
             crls.publish(session, issuing.ca_id, now=now)
             if offline:  # before the commit: a root whose key is lost can never sign again
-                key_path = settings.data_dir / "root-key.pem"
-                write_file_atomically(key_path, private_key_pem(root.private_key), 0o600)
+                files["root-key.pem"] = (private_key_pem(root.private_key), 0o600)
             record(
                 session,
                 at=now,
@@ -160,21 +183,44 @@ def _initialise(
                 endpoints=endpoints,
                 files=files,
             )
-    # Files are written after the commit: a crash here leaves rows, and a rerun writes files.
-    files.setdefault("root.pem", (pem_bundle(root_authority.certificate), 0o644))
-    files.setdefault(
-        "ca-chain.pem",
-        (pem_bundle(*keyring.chain(issuing_authority)), 0o644),
-    )
-    written = []
-    for name, (content, mode) in files.items():
-        if name in ("root.pem", "ca-chain.pem") and (settings.data_dir / name).exists():
-            continue
-        write_file_atomically(settings.data_dir / name, content, mode)
-        written.append(name)
-    if created and options.offline_root:
-        written.append("root-key.pem")
+        # Key files before the commit: if one cannot be written, the transaction rolls back
+        # and no certificate exists whose key was lost (a rerun starts afresh).
+        _write_files(settings.data_dir, files, written)
+    # The CA files are public and derived from the database: written after the commit (a
+    # rerun writes them if this process stops here). root.pem marks an initialised data dir.
+    public = {
+        "root.pem": (pem_bundle(root_authority.certificate), 0o644),
+        "ca-chain.pem": (pem_bundle(*keyring.chain(issuing_authority)), 0o644),
+    }
+    _write_files(settings.data_dir, public, written, keep_existing=True)
     return InitReport(created, root_authority.ca_id, issuing_authority.ca_id, written)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(data_dir: Path, written: list[str]) -> Iterator[None]:
+    """If the transaction fails (even at its commit), remove the files written for it: no
+    file may name a certificate that was not stored."""
+    try:
+        yield
+    except BaseException:
+        for name in written:
+            (data_dir / name).unlink(missing_ok=True)
+        raise
+
+
+def _write_files(
+    data_dir: Path,
+    files: dict[str, tuple[bytes, int]],
+    written: list[str],
+    *,
+    keep_existing: bool = False,
+) -> None:
+    """Write each file durably, appending its name to `written` as soon as it exists."""
+    for name, (content, mode) in files.items():
+        if keep_existing and (data_dir / name).exists():
+            continue
+        write_file(data_dir / name, content, mode)
+        written.append(name)
 
 
 def _issue_into_files(
@@ -233,12 +279,5 @@ def _server_names(names: tuple[str, ...]) -> RequestedNames:
 
 
 def write_file_atomically(path: Path, content: bytes, mode: int) -> None:
-    """Write to a temporary file with its final mode, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    """Kept for the CLI commands that import it: app.files.write_file does the work."""
+    write_file(path, content, mode)

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from app.ca.names import is_dns_name
+from app.ca.names import has_control_characters, is_dns_name
 from app.ca.profiles import DEFAULT_PROFILE, PROFILES, get_profile
 from app.clock import Clock
 from app.db import tokens as token_queries
@@ -126,6 +126,8 @@ class TokenService:
 
 def _check_pattern(pattern: str) -> None:
     """Names are DNS names, IPs, URIs or emails, compared exactly; only DNS takes `*.suffix`."""
+    if has_control_characters(pattern):
+        raise ProfileViolationError(f"a name holds a control character: {pattern[:80]!r}")
     if pattern.startswith("*."):
         if not is_dns_name(pattern[2:], allow_wildcard=False):
             raise ProfileViolationError(f"not a DNS suffix pattern: {pattern!r}")

@@ -173,9 +173,15 @@ def problem() -> Callable[..., dict[str, Any]]:
 # --- Clients --------------------------------------------------------------------------------------
 
 
+# Enrollment over plain HTTP is refused unless MINTCA_ALLOW_INSECURE_TOKENS=true and the client
+# is on loopback (README, Security); the in-process client is a loopback client with the flag.
+LOOPBACK_CLIENT = ("127.0.0.1", 50000)
+
+
 @pytest.fixture
 def public_client(services: Services) -> Iterator[TestClient]:
-    with TestClient(create_public_app(services)) as client:
+    services.settings = services.settings.model_copy(update={"allow_insecure_tokens": True})
+    with TestClient(create_public_app(services), client=LOOPBACK_CLIENT) as client:
         yield client
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -9,8 +11,10 @@ from starlette.responses import Response
 
 from app.api.deps import ServicesDep
 from app.api.media import PEM_CHAIN, PKCS10, media_type_of, pem
+from app.api.ratelimit import EnrollmentLimiter
 from app.api.schemas import EnrollRequest, IssuedResponse, StatusResponse
-from app.errors import InvalidRequestError, UnsupportedMediaTypeError
+from app.config import Settings
+from app.errors import InvalidRequestError, TLSRequiredError, UnsupportedMediaTypeError
 from app.services.enrollment import IssuedCertificate
 
 router = APIRouter(prefix="/v1/certificates", tags=["certificates"])
@@ -25,6 +29,45 @@ def issued_response(issued: IssuedCertificate) -> IssuedResponse:
         not_after=issued.certificate.not_valid_after_utc,
         profile=issued.profile,
     )
+
+
+def is_loopback(host: str | None) -> bool:
+    """127.0.0.0/8 and ::1 (also as an IPv4-mapped IPv6 address); names never count."""
+    try:
+        address = ipaddress.ip_address(host or "")
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def check_transport(request: Request, settings: Settings) -> None:
+    """A token is a credential: it travels only over TLS, except from loopback when the
+    operator allowed it (MINTCA_ALLOW_INSECURE_TOKENS=true, for a first local session).
+
+    Raises:
+        TLSRequiredError: plain HTTP from anywhere else.
+    """
+    if request.scope.get("scheme") == "https":  # uvicorn sets it for TLS connections only
+        return
+    client = request.client.host if request.client else None
+    if settings.allow_insecure_tokens and is_loopback(client):
+        return
+    raise TLSRequiredError(
+        "enrollment tokens are accepted only over TLS (MINTCA_PUBLIC_TLS=true); plain HTTP "
+        "only from loopback with MINTCA_ALLOW_INSECURE_TOKENS=true"
+    )
+
+
+def _limiter(request: Request, settings: Settings) -> EnrollmentLimiter:
+    """One limiter per app, made on the first enrollment (this route runs on the event
+    loop, so no two requests make it at once)."""
+    state = request.app.state
+    limiter: EnrollmentLimiter | None = getattr(state, "enroll_limiter", None)
+    if limiter is None:
+        limiter = state.enroll_limiter = EnrollmentLimiter(settings)
+    return limiter
 
 
 def _bearer(request: Request) -> str | None:
@@ -48,13 +91,17 @@ def _bearer(request: Request) -> str | None:
 async def enroll(request: Request, services: ServicesDep) -> Response:
     """Enroll a CSR with `Authorization: Bearer <token>`: JSON in, JSON out; or a raw
     `application/pkcs10` body (PEM or DER) in, `application/pem-certificate-chain` out."""
+    check_transport(request, services.settings)
+    token = _bearer(request)
+    _limiter(request, services.settings).check(
+        request.client.host if request.client else None, token
+    )
     media_type = media_type_of(request.headers.get("content-type"))
     if media_type not in ("application/json", PKCS10):
         raise UnsupportedMediaTypeError(
             f"send application/json or {PKCS10}, not {media_type or 'no content type'!r}"
         )
     body = await request.body()
-    token = _bearer(request)
     if media_type == PKCS10:
         issued = await run_in_threadpool(services.enrollment.enroll, token=token, csr_data=body)
         chain = pem(issued.certificate, *issued.chain)
