@@ -26,7 +26,10 @@ from tests.helpers import make_csr
 LINTER = Path(sys.executable).with_name("lint_pkix_cert")
 
 
-def lint(certificate: x509.Certificate, path: Path) -> str:
+def lint(certificate: x509.Certificate, path: Path) -> tuple[int, str]:
+    """pkilint's exit status (the number of findings at WARNING or above, 1 when it cannot
+    load the certificate) and its output: both must say "nothing", since a linter that
+    crashes or cannot parse the file may print nothing to stdout at all."""
     path.write_bytes(certificate.public_bytes(Encoding.PEM))
     done = subprocess.run(
         [str(LINTER), "lint", "-s", "WARNING", str(path)],
@@ -35,7 +38,7 @@ def lint(certificate: x509.Certificate, path: Path) -> str:
         timeout=60,
         check=False,
     )
-    return (done.stdout + done.stderr).strip()
+    return done.returncode, (done.stdout + done.stderr).strip()
 
 
 def enrolled(services: Services, profile: str, name: str) -> x509.Certificate:
@@ -81,5 +84,5 @@ def test_pkilint_finds_nothing(services: Services, which: str, tmp_path: Path) -
         "client": lambda: enrolled(services, "client", "worker.example.internal"),
         "peer": lambda: enrolled(services, "peer", "mesh.example.internal"),
     }
-    findings = lint(certificates[which](), tmp_path / f"{which}.pem")
-    assert findings == "", findings
+    status, findings = lint(certificates[which](), tmp_path / f"{which}.pem")
+    assert (status, findings) == (0, ""), f"exit status {status}: {findings}"
