@@ -60,10 +60,11 @@ class Tally:
         elif content_type.startswith(OCSP_RESPONSE) and _ocsp_internal_error(body):
             self.errors.append(f"OCSP internalError for {request}")
 
-    def record_timeout(self, request: str) -> None:
+    def record_no_answer(self, request: str, error: Exception) -> None:
+        """A timeout or a dropped connection: counted as a server error (status 0)."""
         self.cases += 1
         self.statuses[0] += 1
-        self.errors.append(f"no answer within {REQUEST_TIMEOUT_SECONDS} s for {request}")
+        self.errors.append(f"no answer ({type(error).__name__}: {error}) for {request}")
 
     def report(self) -> str:
         statuses = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items()))

@@ -123,8 +123,8 @@ class Fuzzer:
             response = case.call(
                 session=self.session, timeout=REQUEST_TIMEOUT_SECONDS, **self.transport
             )
-        except requests.Timeout:
-            self.tally.record_timeout(request)
+        except (requests.Timeout, requests.ConnectionError) as exc:  # no answer at all
+            self.tally.record_no_answer(request, exc)
             return
         content_type = response.headers.get("content-type", [""])[0]
         self.tally.record(request, response.status_code, content_type, response.content)

@@ -1,0 +1,382 @@
+"""Hypothesis-driven hostile input over real sockets, where schemathesis' schema-shaped cases
+do not reach: malformed CSRs (PEM and DER, JSON and raw PKCS#10), OCSP requests (DER by POST,
+base64 by GET), JSON bodies, serials and query parameters.
+
+Every answer is tallied; the result must be zero 5xx (and no OCSP internalError), then
+`/health` within 50 ms of its idle latency.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import hypothesis
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import NameOID
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.config import Settings
+from tests.helpers import make_csr
+from tests.integration.fuzzing import (
+    HEALTH_MARGIN_SECONDS,
+    REQUEST_TIMEOUT_SECONDS,
+    Tally,
+    bounded,
+    health_latency,
+    latency_after,
+    latency_line,
+)
+from tests.integration.live import LiveServer, start_server, stop_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CASES = 120  # per kind of input
+PKCS10 = "application/pkcs10"
+OCSP_REQUEST = "application/ocsp-request"
+
+
+@pytest.fixture
+def fuzz_server(initialised_settings: Settings, tmp_path: Path) -> Iterator[LiveServer]:
+    process, server = start_server(initialised_settings, tmp_path / "serve.log", workers=2)
+    try:
+        yield server
+    finally:
+        stop_server(process)
+
+
+# --- Strategies ----------------------------------------------------------------------------------
+
+
+@st.composite
+def mutated(draw: st.DrawFn, original: bytes) -> bytes:
+    """`original` with a few bytes flipped, cut, inserted or duplicated (DER length fields
+    and tags are where parsers break)."""
+    data = bytearray(original)
+    for _ in range(draw(st.integers(1, 4))):
+        position = draw(st.integers(0, max(0, len(data) - 1)))
+        action = draw(st.sampled_from(["flip", "cut", "insert", "repeat", "truncate"]))
+        if action == "flip" and data:
+            data[position] ^= draw(st.integers(1, 255))
+        elif action == "cut":
+            del data[position : position + draw(st.integers(1, 16))]
+        elif action == "insert":
+            data[position:position] = draw(st.binary(min_size=1, max_size=16))
+        elif action == "repeat":
+            data[position:position] = data[position : position + draw(st.integers(1, 64))]
+        else:
+            del data[position:]
+    return bytes(data)
+
+
+def pem_armour(der: bytes, label: str) -> str:
+    body = base64.encodebytes(der).decode()
+    return f"-----BEGIN {label}-----\n{body}-----END {label}-----\n"
+
+
+@st.composite
+def csr_bodies(draw: st.DrawFn, valid_der: bytes) -> bytes:
+    """Malformed CSRs as PEM or DER: mutated valid requests, random bytes, broken armour,
+    odd labels, text around the block, many BEGIN lines."""
+    kind = draw(
+        st.sampled_from(["mutated der", "mutated pem", "random", "armour", "names", "junk text"])
+    )
+    if kind == "mutated der":
+        return draw(mutated(valid_der))
+    if kind == "mutated pem":
+        return pem_armour(draw(mutated(valid_der)), "CERTIFICATE REQUEST").encode()
+    if kind == "random":
+        return draw(st.binary(max_size=4096))
+    if kind == "armour":
+        label = draw(
+            st.sampled_from(
+                ["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST", "CERTIFICATE", "", "X" * 300]
+            )
+        )
+        text = pem_armour(valid_der, label)
+        cut = draw(st.integers(0, len(text)))
+        return (text[:cut] + draw(st.text(max_size=64)) + text[cut:]).encode()
+    if kind == "names":
+        return odd_name_csr(draw)
+    lines = draw(st.integers(1, 2000))
+    return ("-----BEGIN CERTIFICATE REQUEST-----\n" * lines).encode() + draw(st.binary(max_size=64))
+
+
+def odd_name_csr(draw: st.DrawFn) -> bytes:
+    """A well-formed, correctly signed CSR whose names are hostile: control characters,
+    long labels, IDNA oddities, wildcards in odd places."""
+    name = draw(
+        st.one_of(
+            st.text(min_size=1, max_size=80).map(lambda t: f"{t}.internal"),
+            st.from_regex(r"[a-z0-9*.\-\n]{1,70}\.internal", fullmatch=True),
+        )
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    try:
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+    except ValueError:
+        hypothesis.reject()  # cryptography itself refuses the name: nothing to send
+    return csr.public_bytes(Encoding.PEM)
+
+
+@st.composite
+def ocsp_requests(draw: st.DrawFn, valid_der: bytes) -> bytes:
+    kind = draw(st.sampled_from(["mutated", "random", "valid"]))
+    if kind == "mutated":
+        return draw(mutated(valid_der))
+    if kind == "random":
+        return draw(st.binary(max_size=2048))
+    return valid_der
+
+
+def ocsp_get_paths(valid_der: bytes) -> st.SearchStrategy[str]:
+    """GET /ocsp/{...}: base64 of good and bad DER (standard or URL-safe alphabet, padded or
+    not, percent-encoded or not), and arbitrary path text."""
+    encoded = ocsp_requests(valid_der).flatmap(
+        lambda der: st.sampled_from(
+            [
+                base64.b64encode(der).decode(),
+                base64.urlsafe_b64encode(der).decode().rstrip("="),
+                quote(base64.b64encode(der).decode(), safe=""),
+            ]
+        )
+    )
+    return st.one_of(encoded, st.text(min_size=1, max_size=200).map(lambda t: quote(t, safe="/")))
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=100),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=12,
+)
+
+
+@st.composite
+def token_bodies(draw: st.DrawFn) -> Any:
+    """POST /admin/tokens bodies: a valid skeleton with some fields replaced by any JSON."""
+    body: dict[str, Any] = {
+        "names": ["*.fuzz.internal"],
+        "ttl_seconds": 600,
+        "max_uses": 1,
+        "max_validity_days": 30,
+        "profile": "server",
+    }
+    for field in draw(st.sets(st.sampled_from(sorted(body)))):
+        body[field] = draw(JSON_VALUES)
+    return draw(st.one_of(st.just(body), JSON_VALUES))
+
+
+@st.composite
+def enroll_bodies(draw: st.DrawFn, valid_pem: str) -> Any:
+    body: dict[str, Any] = {"csr": valid_pem, "profile": "peer", "validity_days": 5}
+    for field in draw(st.sets(st.sampled_from(sorted(body)))):
+        body[field] = draw(JSON_VALUES)
+    return draw(st.one_of(st.just(body), JSON_VALUES))
+
+
+SERIALS = st.one_of(
+    st.text(max_size=80),
+    st.from_regex(r"[0-9a-fA-F:]{0,100}", fullmatch=True),
+    st.integers(min_value=0, max_value=2**200).map(lambda n: f"{n:x}"),
+).map(lambda s: quote(s, safe=""))
+
+QUERY_PARAMETERS = st.dictionaries(
+    st.sampled_from(
+        ["status", "q", "profile", "ca_id", "expiring_within_days", "cursor", "limit", "x"]
+    ),
+    st.one_of(
+        st.text(max_size=300),
+        st.integers(min_value=-(2**70), max_value=2**70).map(str),
+        st.sampled_from(["good", "revoked", "expired", "", "0", "-1", "1e9", "NaN"]),
+    ),
+    max_size=5,
+)
+REVOKE_BODIES = st.one_of(
+    st.fixed_dictionaries(
+        {"reason": st.sampled_from(["keyCompromise", "certificateHold", "removeFromCRL", "1"])},
+        optional={"invalidity_date": st.one_of(st.text(max_size=40), JSON_VALUES)},
+    ),
+    JSON_VALUES,
+)
+
+
+# --- Running -------------------------------------------------------------------------------------
+
+
+class Runner:
+    """Sends each generated case with `send` and tallies the answer."""
+
+    def __init__(self, tally: Tally) -> None:
+        self.tally = tally
+        self.seed = random.SystemRandom().getrandbits(32)
+        self.runs = 0
+
+    def run(
+        self,
+        strategy: st.SearchStrategy[Any],
+        send: Callable[[Any], httpx.Response],
+        describe: Callable[[Any], str],
+    ) -> None:
+        self.runs += 1
+
+        @bounded(CASES)
+        @hypothesis.seed(self.seed + self.runs)
+        @given(value=strategy)
+        def case(value: Any) -> None:
+            request = describe(value)[:300]
+            try:
+                answer = send(value)
+            except httpx.TransportError as exc:  # timeouts, resets: no answer at all
+                self.tally.record_no_answer(request, exc)
+                return
+            content_type = answer.headers.get("content-type", "")
+            self.tally.record(request, answer.status_code, content_type, answer.content)
+
+        case()
+
+
+def valid_inputs(server: LiveServer, admin: httpx.Client, public: httpx.Client) -> dict[str, Any]:
+    """A token of many uses, a valid CSR, an issued certificate and an OCSP request for it."""
+    made = admin.post("/admin/tokens", json={"names": ["*.internal"], "max_uses": 5000})
+    assert made.status_code == 201, made.text
+    token = made.json()["token"]
+    _key, csr = make_csr("valid.fuzz.internal")
+    issued = public.post(
+        "/v1/certificates",
+        json={"csr": csr.public_bytes(Encoding.PEM).decode()},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert issued.status_code == 201, issued.text
+    leaf = x509.load_pem_x509_certificate(issued.json()["certificate"].encode())
+    issuer = x509.load_pem_x509_certificate(issued.json()["chain"][0].encode())
+    request = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA1()).build()
+    return {
+        "token": token,
+        "csr_der": csr.public_bytes(Encoding.DER),
+        "csr_pem": csr.public_bytes(Encoding.PEM).decode(),
+        "serial": issued.json()["serial"],
+        "ocsp_der": request.public_bytes(Encoding.DER),
+    }
+
+
+def test_hypothesis_hostile_inputs(fuzz_server: LiveServer) -> None:
+    idle = health_latency(fuzz_server.public_url)
+    tally = Tally("hypothesis, hostile inputs")
+    runner = Runner(tally)
+    with (
+        fuzz_server.admin_client() as admin,
+        fuzz_server.public_client() as public,
+    ):
+        admin.timeout = public.timeout = httpx.Timeout(REQUEST_TIMEOUT_SECONDS)
+        valid = valid_inputs(fuzz_server, admin, public)
+        bearer = {"Authorization": f"Bearer {valid['token']}"}
+
+        # CSRs: raw PKCS#10 (PEM or DER) and inside JSON.
+        runner.run(
+            csr_bodies(valid["csr_der"]),
+            lambda body: public.post(
+                "/v1/certificates", content=body, headers={**bearer, "Content-Type": PKCS10}
+            ),
+            lambda body: f"POST /v1/certificates pkcs10 {body[:120]!r}",
+        )
+        runner.run(
+            csr_bodies(valid["csr_der"]),
+            lambda body: public.post(
+                "/v1/certificates",
+                json={"csr": body.decode("latin-1")},
+                headers=bearer,
+            ),
+            lambda body: f"POST /v1/certificates json csr={body[:120]!r}",
+        )
+        # OCSP: DER by POST, base64 by GET.
+        runner.run(
+            ocsp_requests(valid["ocsp_der"]),
+            lambda der: public.post("/ocsp", content=der, headers={"Content-Type": OCSP_REQUEST}),
+            lambda der: f"POST /ocsp {der[:120].hex()}",
+        )
+        runner.run(
+            ocsp_get_paths(valid["ocsp_der"]),
+            lambda path: public.get(f"/ocsp/{path}"),
+            lambda path: f"GET /ocsp/{path[:200]}",
+        )
+        # JSON bodies.
+        runner.run(
+            enroll_bodies(valid["csr_pem"]),
+            lambda body: public.post(
+                "/v1/certificates",
+                content=json.dumps(body),
+                headers={**bearer, "Content-Type": "application/json"},
+            ),
+            lambda body: f"POST /v1/certificates {json.dumps(body)[:200]}",
+        )
+        runner.run(
+            token_bodies(),
+            lambda body: admin.post("/admin/tokens", content=json.dumps(body),
+                                    headers={"Content-Type": "application/json"}),
+            lambda body: f"POST /admin/tokens {json.dumps(body)[:200]}",
+        )  # fmt: skip
+        # Serials in paths, and revocation bodies on serials that do not exist.
+        runner.run(
+            SERIALS,
+            lambda serial: public.get(f"/v1/certificates/{serial}/status"),
+            lambda serial: f"GET /v1/certificates/{serial}/status",
+        )
+        runner.run(
+            SERIALS,
+            lambda serial: admin.get(f"/admin/certificates/{serial}"),
+            lambda serial: f"GET /admin/certificates/{serial}",
+        )
+        runner.run(
+            st.tuples(SERIALS, REVOKE_BODIES),
+            lambda pair: admin.post(
+                f"/admin/certificates/{pair[0]}/revoke",
+                content=json.dumps(pair[1]),
+                headers={"Content-Type": "application/json"},
+            ),
+            lambda pair: f"POST /admin/certificates/{pair[0]}/revoke {json.dumps(pair[1])}",
+        )
+        # Query parameters.
+        runner.run(
+            QUERY_PARAMETERS,
+            lambda params: admin.get("/admin/certificates", params=params),
+            lambda params: f"GET /admin/certificates?{params}",
+        )
+        runner.run(
+            st.dictionaries(st.sampled_from(["limit", "before_id"]), QUERY_PARAMETERS.map(str)),
+            lambda params: admin.get("/admin/audit", params=params),
+            lambda params: f"GET /admin/audit?{params}",
+        )
+        # The one real certificate is still known and good: nothing above changed it.
+        status = public.get(f"/v1/certificates/{valid['serial']}/status")
+    after = latency_after(fuzz_server.public_url, idle)
+
+    report = f"{tally.report()}\nseed {runner.seed}\n{latency_line(idle, after)}"
+    print(f"\n{report}")
+    assert tally.cases >= CASES * 8, report
+    assert not tally.errors, f"{report}\n{fuzz_server.log()[-4000:]}"
+    assert status.status_code == 200, status.text
+    assert status.json()["status"] == "good", status.text
+    assert after <= idle + HEALTH_MARGIN_SECONDS, latency_line(idle, after)
