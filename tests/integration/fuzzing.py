@@ -10,8 +10,10 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any, TypeVar
 
 import httpx
 from cryptography.x509 import ocsp
@@ -26,6 +28,8 @@ HEALTH_ATTEMPTS = 5
 HEALTH_PAUSE_SECONDS = 1.0
 REQUEST_TIMEOUT_SECONDS = 15
 SHOWN_ERRORS = 20
+T = TypeVar("T")
+INT4_MAX = 2**31 - 1
 
 
 def bounded(max_examples: int) -> settings:
@@ -51,11 +55,30 @@ class Tally:
     cases: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    known: set[str] = field(default_factory=set)
+    last_status: int = 0
 
-    def record(self, request: str, status: int, content_type: str, body: bytes) -> None:
+    def send(self, send: Callable[[], T], transport_errors: tuple[type[Exception], ...]) -> T:
+        """`send()`, once more on a fresh connection when the server dropped the connection
+        right after a 5xx: uvicorn closes a kept-alive connection whose request raised, and
+        that 5xx is already counted. Any other transport error propagates."""
+        try:
+            return send()
+        except transport_errors:
+            if self.last_status < 500:
+                raise
+        return send()
+
+    def record(
+        self, request: str, status: int, content_type: str, body: bytes, *, known: str | None
+    ) -> None:
+        """`known`: the known defect this request would show, if any (see `known_defect`)."""
         self.cases += 1
         self.statuses[status] += 1
-        if status >= 500:
+        self.last_status = status
+        if status >= 500 and known:
+            self.known.add(known)
+        elif status >= 500:
             self.errors.append(f"{status} for {request}: {body[:300]!r}")
         elif content_type.startswith(OCSP_RESPONSE) and _ocsp_internal_error(body):
             self.errors.append(f"OCSP internalError for {request}")
@@ -64,15 +87,34 @@ class Tally:
         """A timeout or a dropped connection: counted as a server error (status 0)."""
         self.cases += 1
         self.statuses[0] += 1
+        self.last_status = 0
         self.errors.append(f"no answer ({type(error).__name__}: {error}) for {request}")
 
     def report(self) -> str:
         statuses = ", ".join(f"{s}: {n}" for s, n in sorted(self.statuses.items()))
         shown = "\n".join(self.errors[:SHOWN_ERRORS])
+        known = "".join(f"\nknown defect seen (not counted): {k}" for k in sorted(self.known))
         return (
             f"{self.name}: {self.cases} cases, {len(self.errors)} server errors "
-            f"(5xx, OCSP internalError or no answer); statuses {{{statuses}}}\n{shown}"
+            f"(5xx, OCSP internalError or no answer); statuses {{{statuses}}}{known}\n{shown}"
         ).rstrip()
+
+
+def known_defect(path: str, query: Mapping[str, Any], *, postgresql: bool) -> str | None:
+    """A 5xx that is reported and belongs to another engineer's work in progress, so the
+    fuzzers count it apart (and print it) instead of failing. Each entry is held by a strict
+    xfail in tests/api/test_known_defects.py: when its fix lands that test passes, fails as
+    XPASS, and the entry and the xfail go together."""
+    if postgresql and path == "/admin/audit":
+        try:
+            before_id = int(str(query.get("before_id", 0)))
+        except ValueError:
+            return None
+        if before_id > INT4_MAX:
+            return (
+                "GET /admin/audit?before_id above 2**31-1 on PostgreSQL (audit_log.id is INTEGER)"
+            )
+    return None
 
 
 def _ocsp_internal_error(body: bytes) -> bool:

@@ -29,6 +29,7 @@ from tests.integration.fuzzing import (
     Tally,
     bounded,
     health_latency,
+    known_defect,
     latency_after,
     latency_line,
 )
@@ -41,8 +42,10 @@ MIN_CASES_PER_OPERATION = 12
 CASES_WITHOUT_INPUT = 3
 MAX_ROUNDS = 4
 # Operations that can take the admin certificate away (revoking it, alone or in bulk) or
-# change the CA run last, so they cannot starve the rest of the run.
+# change the CA (a rotation makes a key, RSA-4096 if asked) run last and fewer times, so
+# they cannot starve or stretch the rest of the run.
 DESTRUCTIVE_WORDS = ("revoke", "revocations", "rotate", "unhold")
+CASES_DESTRUCTIVE = 6  # per mode
 
 
 @pytest.fixture
@@ -52,6 +55,14 @@ def fuzz_server(initialised_settings: Settings, tmp_path: Path) -> Iterator[Live
         yield server
     finally:
         stop_server(process)
+
+
+def on_postgresql(server: LiveServer) -> bool:
+    return server.settings.effective_database_url.startswith("postgresql")
+
+
+def destructive(operation: schemathesis.APIOperation) -> bool:
+    return any(word in operation.path for word in DESTRUCTIVE_WORDS)
 
 
 def has_inputs(operation: schemathesis.APIOperation) -> bool:
@@ -68,6 +79,7 @@ class Fuzzer:
     tally: Tally
     transport: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] | None = None
+    postgresql: bool = False
     unsatisfiable: set[str] = field(default_factory=set)
     # One printed seed per run (each operation's run derives its own from it), so a failure
     # in CI can be replayed; Hypothesis' own "reproduce with @seed" lines stay out of the log.
@@ -81,20 +93,23 @@ class Fuzzer:
         """Every operation: CASES_PER_LISTENER cases shared by the operations that take input
         (positive and negative, half each), a few positive ones for the rest."""
         operations = [result.ok() for result in schema.get_all_operations()]
-        operations.sort(key=lambda op: any(w in op.path for w in DESTRUCTIVE_WORDS))
-        with_inputs = sum(1 for op in operations if has_inputs(op))
+        operations.sort(key=destructive)
+        with_inputs = sum(1 for op in operations if has_inputs(op) and not destructive(op))
         per_mode = max(MIN_CASES_PER_OPERATION, CASES_PER_LISTENER // max(1, with_inputs)) // 2
         # Hypothesis stops early on an operation whose inputs it has exhausted (a path with
         # one short parameter): further rounds, each with a fresh seed, fill the budget.
-        for _round in range(MAX_ROUNDS):
+        for round_ in range(MAX_ROUNDS):
             if self.tally.cases >= CASES_PER_LISTENER:
                 break
             for operation in operations:
+                if round_ and self.tally.cases >= CASES_PER_LISTENER:
+                    break  # the first round covers every operation; later ones only top up
                 if not has_inputs(operation):
                     self.fuzz(operation, GenerationMode.POSITIVE, CASES_WITHOUT_INPUT)
                     continue
-                self.fuzz(operation, GenerationMode.POSITIVE, per_mode)
-                self.fuzz(operation, GenerationMode.NEGATIVE, per_mode)
+                cases = CASES_DESTRUCTIVE if destructive(operation) else per_mode
+                self.fuzz(operation, GenerationMode.POSITIVE, cases)
+                self.fuzz(operation, GenerationMode.NEGATIVE, cases)
 
     def fuzz(
         self, operation: schemathesis.APIOperation, mode: GenerationMode, max_examples: int
@@ -118,16 +133,24 @@ class Fuzzer:
             self.unsatisfiable.add(operation.label)
 
     def send(self, case: schemathesis.Case, mode: GenerationMode) -> None:
-        request = f"{case.method} {case.formatted_path} ({mode.value}) {case.body!r:.200}"
+        query = case.query if isinstance(case.query, dict) else {}
+        body = case.body if isinstance(case.body, str | bytes | dict | list) else "no body"
+        request = f"{case.method} {case.formatted_path} {query} ({mode.value}) {body!r:.200}"
         try:
-            response = case.call(
-                session=self.session, timeout=REQUEST_TIMEOUT_SECONDS, **self.transport
+            response = self.tally.send(
+                lambda: case.call(
+                    session=self.session, timeout=REQUEST_TIMEOUT_SECONDS, **self.transport
+                ),
+                (requests.ConnectionError,),
             )
         except (requests.Timeout, requests.ConnectionError) as exc:  # no answer at all
             self.tally.record_no_answer(request, exc)
             return
         content_type = response.headers.get("content-type", [""])[0]
-        self.tally.record(request, response.status_code, content_type, response.content)
+        known = known_defect(case.formatted_path, query, postgresql=self.postgresql)
+        self.tally.record(
+            request, response.status_code, content_type, response.content, known=known
+        )
 
     def report(self) -> str:
         return (
@@ -148,6 +171,7 @@ def test_schemathesis_public_listener(fuzz_server: LiveServer) -> None:
             session,
             Tally("schemathesis, public listener"),
             headers={"Authorization": f"Bearer {made.json()['token']}"},
+            postgresql=on_postgresql(fuzz_server),
         )
         fuzzer.run(fuzzer.load(f"{fuzz_server.public_url}/openapi.json"))
     after = latency_after(fuzz_server.public_url, idle)
@@ -169,6 +193,7 @@ def test_schemathesis_mtls_listener_as_admin(fuzz_server: LiveServer) -> None:
                 "verify": str(fuzz_server.root_pem),
                 "cert": (str(data / "admin.pem"), str(data / "admin-key.pem")),
             },
+            postgresql=on_postgresql(fuzz_server),
         )
         fuzzer.run(fuzzer.load(f"{fuzz_server.mtls_url}/openapi.json"))
     after = latency_after(fuzz_server.public_url, idle)
