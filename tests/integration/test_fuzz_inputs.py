@@ -8,23 +8,19 @@ Every answer is tallied; the result must be zero 5xx (and no OCSP internalError)
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import hypothesis
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -39,6 +35,18 @@ from tests.integration.fuzzing import (
     known_defect,
     latency_after,
     latency_line,
+)
+from tests.integration.hostile import (
+    QUERY_PARAMETERS,
+    QUERY_VALUES,
+    REVOKE_BODIES,
+    SERIALS,
+    csr_bodies,
+    enroll_bodies,
+    ocsp_get_paths,
+    ocsp_requests,
+    raw_name_csrs,
+    token_bodies,
 )
 from tests.integration.live import LiveServer, start_server, stop_server
 
@@ -56,173 +64,6 @@ def fuzz_server(initialised_settings: Settings, tmp_path: Path) -> Iterator[Live
         yield server
     finally:
         stop_server(process)
-
-
-# --- Strategies ----------------------------------------------------------------------------------
-
-
-@st.composite
-def mutated(draw: st.DrawFn, original: bytes) -> bytes:
-    """`original` with a few bytes flipped, cut, inserted or duplicated (DER length fields
-    and tags are where parsers break)."""
-    data = bytearray(original)
-    for _ in range(draw(st.integers(1, 4))):
-        position = draw(st.integers(0, max(0, len(data) - 1)))
-        action = draw(st.sampled_from(["flip", "cut", "insert", "repeat", "truncate"]))
-        if action == "flip" and data:
-            data[position] ^= draw(st.integers(1, 255))
-        elif action == "cut":
-            del data[position : position + draw(st.integers(1, 16))]
-        elif action == "insert":
-            data[position:position] = draw(st.binary(min_size=1, max_size=16))
-        elif action == "repeat":
-            data[position:position] = data[position : position + draw(st.integers(1, 64))]
-        else:
-            del data[position:]
-    return bytes(data)
-
-
-def pem_armour(der: bytes, label: str) -> str:
-    body = base64.encodebytes(der).decode()
-    return f"-----BEGIN {label}-----\n{body}-----END {label}-----\n"
-
-
-@st.composite
-def csr_bodies(draw: st.DrawFn, valid_der: bytes) -> bytes:
-    """Malformed CSRs as PEM or DER: mutated valid requests, random bytes, broken armour,
-    odd labels, text around the block, many BEGIN lines."""
-    kind = draw(
-        st.sampled_from(["mutated der", "mutated pem", "random", "armour", "names", "junk text"])
-    )
-    if kind == "mutated der":
-        return draw(mutated(valid_der))
-    if kind == "mutated pem":
-        return pem_armour(draw(mutated(valid_der)), "CERTIFICATE REQUEST").encode()
-    if kind == "random":
-        return draw(st.binary(max_size=4096))
-    if kind == "armour":
-        label = draw(
-            st.sampled_from(
-                ["CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST", "CERTIFICATE", "", "X" * 300]
-            )
-        )
-        text = pem_armour(valid_der, label)
-        cut = draw(st.integers(0, len(text)))
-        return (text[:cut] + draw(st.text(max_size=64)) + text[cut:]).encode()
-    if kind == "names":
-        return odd_name_csr(draw)
-    lines = draw(st.integers(1, 2000))
-    return ("-----BEGIN CERTIFICATE REQUEST-----\n" * lines).encode() + draw(st.binary(max_size=64))
-
-
-def odd_name_csr(draw: st.DrawFn) -> bytes:
-    """A well-formed, correctly signed CSR whose names are hostile: control characters,
-    long labels, IDNA oddities, wildcards in odd places."""
-    name = draw(
-        st.one_of(
-            st.text(min_size=1, max_size=80).map(lambda t: f"{t}.internal"),
-            st.from_regex(r"[a-z0-9*.\-\n]{1,70}\.internal", fullmatch=True),
-        )
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    try:
-        csr = (
-            x509.CertificateSigningRequestBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-            .sign(key, hashes.SHA256())
-        )
-    except ValueError:
-        hypothesis.reject()  # cryptography itself refuses the name: nothing to send
-    return csr.public_bytes(Encoding.PEM)
-
-
-@st.composite
-def ocsp_requests(draw: st.DrawFn, valid_der: bytes) -> bytes:
-    kind = draw(st.sampled_from(["mutated", "random", "valid"]))
-    if kind == "mutated":
-        return draw(mutated(valid_der))
-    if kind == "random":
-        return draw(st.binary(max_size=2048))
-    return valid_der
-
-
-def ocsp_get_paths(valid_der: bytes) -> st.SearchStrategy[str]:
-    """GET /ocsp/{...}: base64 of good and bad DER (standard or URL-safe alphabet, padded or
-    not, percent-encoded or not), and arbitrary path text."""
-    encoded = ocsp_requests(valid_der).flatmap(
-        lambda der: st.sampled_from(
-            [
-                base64.b64encode(der).decode(),
-                base64.urlsafe_b64encode(der).decode().rstrip("="),
-                quote(base64.b64encode(der).decode(), safe=""),
-            ]
-        )
-    )
-    return st.one_of(encoded, st.text(min_size=1, max_size=200).map(lambda t: quote(t, safe="/")))
-
-
-JSON_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=100),
-    lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5)
-    ),
-    max_leaves=12,
-)
-
-
-@st.composite
-def token_bodies(draw: st.DrawFn) -> Any:
-    """POST /admin/tokens bodies: a valid skeleton with some fields replaced by any JSON."""
-    body: dict[str, Any] = {
-        "names": ["*.fuzz.internal"],
-        "ttl_seconds": 600,
-        "max_uses": 1,
-        "max_validity_days": 30,
-        "profile": "server",
-    }
-    for field in draw(st.sets(st.sampled_from(sorted(body)))):
-        body[field] = draw(JSON_VALUES)
-    return draw(st.one_of(st.just(body), JSON_VALUES))
-
-
-@st.composite
-def enroll_bodies(draw: st.DrawFn, valid_pem: str) -> Any:
-    body: dict[str, Any] = {"csr": valid_pem, "profile": "peer", "validity_days": 5}
-    for field in draw(st.sets(st.sampled_from(sorted(body)))):
-        body[field] = draw(JSON_VALUES)
-    return draw(st.one_of(st.just(body), JSON_VALUES))
-
-
-SERIALS = st.one_of(
-    st.text(max_size=80),
-    st.from_regex(r"[0-9a-fA-F:]{0,100}", fullmatch=True),
-    st.integers(min_value=0, max_value=2**200).map(lambda n: f"{n:x}"),
-).map(lambda s: quote(s, safe=""))
-
-QUERY_VALUES = st.one_of(
-    st.text(max_size=300),
-    st.integers(min_value=-(2**70), max_value=2**70).map(str),
-    st.sampled_from(["good", "revoked", "expired", "", "0", "-1", "1e9", "NaN", str(2**31)]),
-)
-QUERY_PARAMETERS = st.dictionaries(
-    st.sampled_from(
-        ["status", "q", "profile", "ca_id", "expiring_within_days", "cursor", "limit", "x"]
-    ),
-    QUERY_VALUES,
-    max_size=5,
-)
-REVOKE_BODIES = st.one_of(
-    st.fixed_dictionaries(
-        {"reason": st.sampled_from(["keyCompromise", "certificateHold", "removeFromCRL", "1"])},
-        optional={"invalidity_date": st.one_of(st.text(max_size=40), JSON_VALUES)},
-    ),
-    JSON_VALUES,
-)
 
 
 # --- Running -------------------------------------------------------------------------------------
@@ -317,6 +158,13 @@ def test_hypothesis_hostile_inputs(fuzz_server: LiveServer) -> None:
             ),
             lambda body: f"POST /v1/certificates json csr={body[:120]!r}",
         )
+        runner.run(
+            raw_name_csrs(),
+            lambda der: public.post(
+                "/v1/certificates", content=der, headers={**bearer, "Content-Type": PKCS10}
+            ),
+            lambda der: f"POST /v1/certificates pkcs10 (hand-encoded names) {der.hex()}",
+        )
         # OCSP: DER by POST, base64 by GET.
         runner.run(
             ocsp_requests(valid["ocsp_der"]),
@@ -382,7 +230,7 @@ def test_hypothesis_hostile_inputs(fuzz_server: LiveServer) -> None:
 
     report = f"{tally.report()}\nseed {runner.seed}\n{latency_line(idle, after)}"
     print(f"\n{report}")
-    assert tally.cases >= CASES * 8, report
+    assert tally.cases >= CASES * 10, report
     assert not tally.errors, f"{report}\n{fuzz_server.log()[-4000:]}"
     assert status.status_code == 200, status.text
     assert status.json()["status"] == "good", status.text
