@@ -54,6 +54,7 @@ ENOUGH_ENROLLED = 30
 ENOUGH_REVOKED = 8
 LOAD_SECONDS = 30
 REQUEST_TIMEOUT = 30
+RATE_LIMITED_PAUSE_SECONDS = 0.2
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Seen:
     revoked: set[str] = field(default_factory=set)  # answered 200
     crl_numbers: list[int] = field(default_factory=list)
     unanswered: int = 0  # requests cut off by the crash
+    rate_limited: int = 0
     unexpected: list[str] = field(default_factory=list)
 
 
@@ -153,8 +155,12 @@ def enroll_until_crash(server: LiveServer, token: str, stop: threading.Event, se
                         answer.json()["certificate"].encode()
                     )
                     seen.enrolled[answer.json()["serial"]] = certificate.public_bytes(Encoding.DER)
+                elif answer.status_code == 429:  # a rate limit may pace the load: fine
+                    seen.rate_limited += 1
                 else:
                     seen.unexpected.append(f"enroll {answer.status_code}: {answer.text[:200]}")
+            if answer.status_code == 429:
+                time.sleep(RATE_LIMITED_PAUSE_SECONDS)
 
 
 def revoke_until_crash(
