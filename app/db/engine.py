@@ -1,7 +1,9 @@
-"""The Database: sessions framed as one transaction each, `read()` or `write()`."""
+"""The Database: sessions framed as one transaction each, `read()` or `write()`. A database
+that does not answer becomes ServiceUnavailableError (503), never a driver error."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,10 +11,13 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from app.errors import ServiceUnavailableError
 from app.files import create_private_file
 
+log = logging.getLogger(__name__)
 _WRITE = "mintca_write"
 
 
@@ -32,18 +37,33 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+        """Raises:
+        ServiceUnavailableError: the database does not answer."""
+        with (
+            _unavailable_as_503(),
+            Session(self.engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One transaction that commits when the block ends, or rolls back on error.
-        On SQLite it begins IMMEDIATE, so concurrent writers queue instead of failing halfway."""
-        with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
+        On SQLite it begins IMMEDIATE, so concurrent writers queue instead of failing halfway.
+
+        Raises:
+            ServiceUnavailableError: the database does not answer (nothing was committed)."""
+        with (
+            _unavailable_as_503(),
+            Session(self._write_engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
             yield session
 
     def ping(self) -> None:
-        with self.engine.connect() as connection:
+        """Raises:
+        ServiceUnavailableError: the database does not answer."""
+        with _unavailable_as_503(), self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
@@ -65,6 +85,22 @@ def secure_sqlite_file(url: str) -> None:
         sidecar = path.with_name(path.name + suffix)
         if sidecar.exists() and sidecar.stat().st_mode & 0o077:
             sidecar.chmod(0o600)
+
+
+@contextmanager
+def _unavailable_as_503() -> Iterator[None]:
+    """A server that is down, restarting or cut the connection (OperationalError,
+    InterfaceError, an invalidated connection) is a 503 the client may retry: logged here
+    in one line, without a traceback per request and without driver text in the answer.
+    The pool drops the dead connections, so the next request after recovery reconnects."""
+    try:
+        yield
+    except DBAPIError as exc:
+        if not (isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated):
+            raise
+        cause = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else repr(exc)
+        log.warning("database unavailable: %s", cause)
+        raise ServiceUnavailableError("the database is unavailable; try again shortly") from exc
 
 
 def _configure_sqlite(engine: Engine) -> None:

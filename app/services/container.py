@@ -8,6 +8,7 @@ from app.ca.issuance import Endpoints
 from app.clock import Clock, SystemClock
 from app.config import Settings
 from app.db.engine import Database
+from app.errors import ServiceUnavailableError
 from app.services.audit import AuditService
 from app.services.authorities import AuthorityService
 from app.services.certificates import CertificateService
@@ -67,6 +68,9 @@ class Services:
         try:
             self.db.ping()
             self.keyring.active_issuer()
+        except ServiceUnavailableError as exc:  # expected while the database is down
+            log.warning("readiness check failed: %s", exc.detail)
+            return False
         except Exception:  # any failure means "not ready"; /ready says 503
             log.warning("readiness check failed", exc_info=True)
             return False

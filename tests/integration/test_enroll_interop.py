@@ -7,7 +7,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
+from tests.helpers import require_tools
 from tests.integration.live import LiveServer
 
 pytestmark = pytest.mark.integration
@@ -110,8 +110,7 @@ def openssl_csr(case: Case, directory: Path) -> MadeCSR:
 
 
 def certtool_csr(case: Case, directory: Path) -> MadeCSR:
-    if shutil.which("certtool") is None:
-        pytest.skip("certtool (GnuTLS) is not installed")
+    require_tools("certtool", package="gnutls-bin")
     assert case.key_type == "ec-p256", case
     directory.mkdir(parents=True, exist_ok=True)
     key, out, template = directory / "key.pem", directory / "csr.pem", directory / "csr.tmpl"

@@ -3,7 +3,6 @@ responder, certtool checking full and delta CRLs."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,16 +10,17 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.helpers import csr_pem
+from tests.helpers import csr_pem, require_tools
 from tests.integration.live import LiveServer
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(
-        not all(shutil.which(tool) for tool in ("gnutls-cli", "ocsptool", "certtool")),
-        reason="GnuTLS tools (Debian gnutls-bin) are not installed",
-    ),
-]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _gnutls() -> None:
+    require_tools("gnutls-cli", "ocsptool", "certtool", package="gnutls-bin")
+
+
 REQUEST = b"GET /admin/cas HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
 
 

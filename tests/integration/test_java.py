@@ -3,7 +3,6 @@ chain (leaf by the issuing CA, issuing CA by the root), as Java TLS stacks do it
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,14 +10,16 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from tests.helpers import csr_pem
+from tests.helpers import csr_pem, require_tools
 from tests.integration.live import LiveServer, start_server, stop_server
 
 CHECKER = Path(__file__).with_name("java") / "RevocationCheck.java"
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("java") is None, reason="no Java runtime installed"),
-]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _java() -> None:
+    require_tools("java", package="default-jre-headless")
 
 
 def java_check(method: str, server: LiveServer, chain: Path) -> str:

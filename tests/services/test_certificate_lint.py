@@ -40,7 +40,11 @@ _SPIFFE_FINDING = re.compile(
 _SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]+(/(?!\.\.?(/|$))[A-Za-z0-9._-]+)+")
 
 
-def lint(certificate: x509.Certificate, path: Path) -> str:
+def lint(certificate: x509.Certificate, path: Path) -> tuple[int, int, str]:
+    """pkilint's exit status (the number of findings at WARNING or above, 1 when it cannot
+    load the certificate), how many SPIFFE findings were set aside, and the rest of its
+    output. The status must equal the set-aside count: a linter that crashes or cannot parse
+    the file may print nothing to stdout at all."""
     path.write_bytes(certificate.public_bytes(Encoding.PEM))
     done = subprocess.run(
         [str(LINTER), "lint", "-s", "WARNING", str(path)],
@@ -52,7 +56,8 @@ def lint(certificate: x509.Certificate, path: Path) -> str:
     findings = (done.stdout + done.stderr).strip()
     for uri in _SPIFFE_FINDING.findall(findings):
         assert _SPIFFE_ID.fullmatch(uri), f"not a SPIFFE ID: {uri!r}"
-    return _SPIFFE_FINDING.sub("", findings).strip()
+    set_aside = len(_SPIFFE_FINDING.findall(findings))
+    return done.returncode, set_aside, _SPIFFE_FINDING.sub("", findings).strip()
 
 
 def enrolled(
@@ -119,5 +124,6 @@ def test_pkilint_finds_nothing(services: Services, which: str, tmp_path: Path) -
         "client cn only": lambda: enrolled(services, "client", "worker-1", cn_only=True),
         "auditor cn only": lambda: enrolled(services, "auditor", "alice", cn_only=True),
     }
-    findings = lint(certificates[which](), tmp_path / f"{which}.pem")
+    status, set_aside, findings = lint(certificates[which](), tmp_path / f"{which}.pem")
     assert findings == "", findings
+    assert status == set_aside, f"exit status {status} for {set_aside} set-aside findings"
