@@ -22,16 +22,8 @@ def write_file(path: Path, content: bytes, mode: int = PRIVATE, *, replace: bool
     With `replace=False` an existing `path` is kept (link(2) fails if the name exists), for
     files that other processes may have made first, such as the KEK: returns False then.
     """
-    directory = path.parent
-    temporary = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(temporary, flags, mode)
+    temporary = _staged(path, content, mode)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)  # os.open's mode passes through the umask
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
         if replace:
             os.replace(temporary, path)
         else:
@@ -45,8 +37,45 @@ def write_file(path: Path, content: bytes, mode: int = PRIVATE, *, replace: bool
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
-    fsync_directory(directory)
+    fsync_directory(path.parent)
     return True
+
+
+def write_files(files: list[tuple[Path, bytes, int]]) -> None:
+    """Write several files as `write_file` does, but stage (write and fsync) all of them before
+    renaming any: a key and its certificate are replaced within moments of each other, and a
+    failure while staging leaves every old file as it was."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, content, mode in files:
+            staged.append((_staged(path, content, mode), path))
+        for temporary, path in staged:
+            os.replace(temporary, path)
+        staged = []
+    finally:
+        for temporary, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+    for directory in {path.parent for path, _, _ in files}:
+        fsync_directory(directory)
+
+
+def _staged(path: Path, content: bytes, mode: int) -> Path:
+    """`content` written and fsynced to a new, unpredictably named file beside `path`."""
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(temporary, flags, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)  # os.open's mode passes through the umask
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    return temporary
 
 
 def fsync_directory(directory: Path) -> None:

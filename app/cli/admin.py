@@ -7,12 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 
-from app.ca.keys import KEY_TYPES, generate_private_key, private_key_pem
-from app.ca.signer import hash_for_key
+from app.ca.key_types import KEY_TYPES
 from app.cli.client import mtls_target, request
 from app.cli.options import (
     CACertOption,
@@ -22,7 +18,6 @@ from app.cli.options import (
     UrlOption,
     load_settings,
 )
-from app.services.setup import write_file_atomically
 
 admin_app = typer.Typer(name="admin", help="Role certificates for people and tools.")
 ROLES = ("auditor", "operator", "admin")
@@ -42,6 +37,14 @@ def admin_issue(
     cacert: CACertOption = None,
 ) -> None:
     """Make a key and CSR here and have an admin certificate issue a role certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    from app.ca.keys import generate_private_key, private_key_pem
+    from app.ca.signer import hash_for_key
+    from app.files import write_file
+
     if role not in ROLES:
         raise typer.BadParameter(f"choose one of {', '.join(ROLES)}", param_hint="--role")
     if key_type not in KEY_TYPES:
@@ -58,9 +61,9 @@ def admin_issue(
     target = mtls_target(load_settings(data_dir), url, cert, key, cacert)
     issued = request(target, "POST", "/admin/role-certificates", json=body).json()
     out.mkdir(parents=True, exist_ok=True)
-    write_file_atomically(out / "key.pem", private_key_pem(private_key), 0o600)
-    write_file_atomically(out / "cert.pem", issued["certificate"].encode(), 0o644)
-    write_file_atomically(out / "chain.pem", "".join(issued["chain"]).encode(), 0o644)
+    write_file(out / "key.pem", private_key_pem(private_key), 0o600)
+    write_file(out / "cert.pem", issued["certificate"].encode(), 0o644)
+    write_file(out / "chain.pem", "".join(issued["chain"]).encode(), 0o644)
     typer.echo(f"serial     {issued['serial']}")
     typer.echo(f"role       {issued['profile']}")
     typer.echo(f"not after  {issued['not_after']}")

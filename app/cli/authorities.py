@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from app.ca.keys import KEY_TYPES
+from app.ca.key_types import KEY_TYPES
 from app.cli.client import fail, mtls_target, request
 from app.cli.options import (
     CACertOption,
@@ -21,10 +21,10 @@ from app.cli.options import (
     UrlOption,
     load_settings,
 )
-from app.config import Settings
 
 if TYPE_CHECKING:
     from app.ca.keys import PrivateKey
+    from app.config import Settings
     from app.services.authorities import AuthorityService
 
 RootKeyOption = Annotated[

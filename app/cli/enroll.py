@@ -72,12 +72,12 @@ def enroll(
         json=body,
         headers={"Authorization": f"Bearer {token}"},
     ).json()
-    from app.services.setup import write_file_atomically
+    from app.files import write_file
 
     out.mkdir(parents=True, exist_ok=True)
-    write_file_atomically(out / "key.pem", key_pem, 0o600)
-    write_file_atomically(out / "cert.pem", issued["certificate"].encode(), 0o644)
-    write_file_atomically(out / "chain.pem", "".join(issued["chain"]).encode(), 0o644)
+    write_file(out / "key.pem", key_pem, 0o600)
+    write_file(out / "cert.pem", issued["certificate"].encode(), 0o644)
+    write_file(out / "chain.pem", "".join(issued["chain"]).encode(), 0o644)
     typer.echo(f"serial     {issued['serial']}")
     typer.echo(f"profile    {issued['profile']}")
     typer.echo(f"not after  {issued['not_after']}")

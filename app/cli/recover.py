@@ -8,9 +8,6 @@ from typing import Annotated
 import typer
 
 from app.cli.options import DataDirOption, load_settings
-from app.clock import SystemClock
-from app.errors import ConfigurationError, MintCAError
-from app.services.recovery import recover_admin
 
 
 def recover(
@@ -23,6 +20,10 @@ def recover(
     """Issue a fresh admin bundle directly, without the admin API. Run it on the CA host: it
     needs the database and the KEK. Audited as `cli:admin-recover`; earlier admin
     certificates stay valid (revoke them if their keys may have leaked)."""
+    from app.clock import SystemClock
+    from app.errors import ConfigurationError, MintCAError
+    from app.services.recovery import recover_admin
+
     settings = load_settings(data_dir)
     target = out or settings.data_dir
     try:

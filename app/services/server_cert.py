@@ -23,9 +23,10 @@ from app.ca.profiles import PROFILES
 from app.ca.serials import format_serial
 from app.clock import Clock
 from app.db.engine import Database
+from app.files import write_file
 from app.services.certificates import sign_leaf, store_certificate
 from app.services.keyring import Keyring
-from app.services.setup import SERVER_VALIDITY, write_file_atomically
+from app.services.setup import SERVER_VALIDITY
 
 log = logging.getLogger(__name__)
 
@@ -139,9 +140,9 @@ class ServerCertificateService:
                     actor="mintca (server certificate renewal)",
                 )
             # Key first: a reader holds the shared lock, so it never sees one without the other.
-            write_file_atomically(self._dir / KEY_FILE, private_key_pem(key), 0o600)
+            write_file(self._dir / KEY_FILE, private_key_pem(key), 0o600)
             chain = pem_bundle(certificate, authority.certificate)
-            write_file_atomically(self._dir / CERT_FILE, chain, 0o644)
+            write_file(self._dir / CERT_FILE, chain, 0o644)
         log.info(
             "renewed the server certificate: %s, valid until %s",
             format_serial(certificate.serial_number),

@@ -276,8 +276,3 @@ def _server_names(names: tuple[str, ...]) -> RequestedNames:
     ips = tuple(n for n in names if is_ip(n))
     dns = tuple(n.lower() for n in names if not is_ip(n))
     return RequestedNames(common_name=(dns or ips)[0], dns=dns, ips=ips)
-
-
-def write_file_atomically(path: Path, content: bytes, mode: int) -> None:
-    """Kept for the CLI commands that import it: app.files.write_file does the work."""
-    write_file(path, content, mode)

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from app.cli.renew import JITTER, MAX_SLEEP, RENEW_AT, RETRY_AFTER, renewal_due, run_daemon
+from app.cli.renewal import JITTER, MAX_SLEEP, RENEW_AT, RETRY_AFTER, renewal_due, run_daemon
 
 START = datetime(2030, 1, 1, tzinfo=UTC)
 LIFETIME = timedelta(days=30)

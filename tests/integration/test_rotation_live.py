@@ -34,10 +34,11 @@ from app.ca.keys import generate_private_key, private_key_pem
 from app.ca.profiles import PROFILES
 from app.clock import FixedClock
 from app.config import Settings
+from app.files import write_file
 from app.services.certificates import sign_leaf
 from app.services.container import Services
 from app.services.server_cert import CERT_FILE, KEY_FILE, LOCK_FILE, names_of
-from app.services.setup import InitReport, write_file_atomically
+from app.services.setup import InitReport
 from tests.conftest import now_utc
 from tests.helpers import make_csr
 from tests.integration.live import LiveServer, start_server, stop_server
@@ -318,9 +319,9 @@ def write_due_server_certificate(settings: Settings, clock: FixedClock) -> x509.
         services.close()
     with open(settings.data_dir / LOCK_FILE, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        write_file_atomically(settings.data_dir / KEY_FILE, private_key_pem(key), 0o600)
+        write_file(settings.data_dir / KEY_FILE, private_key_pem(key), 0o600)
         chain = pem_bundle(certificate, authority.certificate)
-        write_file_atomically(settings.data_dir / CERT_FILE, chain, 0o644)
+        write_file(settings.data_dir / CERT_FILE, chain, 0o644)
     return certificate
 
 
