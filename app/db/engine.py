@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,6 +43,21 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def when_transaction_ends(session: Session, callback: Callable[[bool], None]) -> None:
+    """Call `callback(committed)` once, when the session's transaction commits (True) or rolls
+    back (False): for in-process state that must follow what the database kept."""
+    fired = False
+
+    def fire(committed: bool) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            callback(committed)
+
+    event.listen(session, "after_commit", lambda _session: fire(True))
+    event.listen(session, "after_rollback", lambda _session: fire(False))
 
 
 def _configure_sqlite(engine: Engine) -> None:
