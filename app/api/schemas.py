@@ -111,3 +111,27 @@ class AuditEntryResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: str
+
+
+class RevocationFilterRequest(_Strict):
+    """Every given field must match; at least one is required (400 otherwise)."""
+
+    ca_id: str | None = Field(default=None, max_length=64)
+    profile: str | None = Field(default=None, max_length=32)
+    q: str | None = Field(default=None, max_length=256, description="name substring")
+    token_id: str | None = Field(default=None, max_length=32)
+    issued_before: AwareDatetime | None = None
+    issued_after: AwareDatetime | None = None
+
+
+class BulkRevocationRequest(_Strict):
+    filter: RevocationFilterRequest
+    reason: str = Field(description="an RFC 5280 reason name, e.g. keyCompromise")
+    dry_run: bool = Field(default=True, description="only count; false revokes every match")
+
+
+class BulkRevocationResponse(BaseModel):
+    count: int
+    serials: list[str] = Field(description="the first 100 serials, in order")
+    dry_run: bool
+    crl_numbers: dict[str, int] = Field(description="CA id -> the CRL that lists them")

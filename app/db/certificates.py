@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import CertificateRecord
@@ -179,3 +181,95 @@ def search(
     if after_serial is not None:
         query = query.where(CertificateRecord.serial > after_serial)
     return list(session.scalars(query.order_by(CertificateRecord.serial).limit(limit)))
+
+
+@dataclass(frozen=True)
+class RevocationFilter:
+    """Which certificates a bulk revocation takes: every given field must match."""
+
+    ca_id: str | None = None
+    profile: str | None = None
+    q: str | None = None  # name substring, as in the admin listing
+    token_id: str | None = None
+    issued_before: datetime | None = None
+    issued_after: datetime | None = None
+
+    def is_empty(self) -> bool:
+        return all(value in (None, "") for value in vars(self).values())
+
+    def describe(self) -> dict[str, str]:
+        """The given fields as JSON-ready text (for the audit row)."""
+        return {
+            name: value.isoformat() if isinstance(value, datetime) else str(value)
+            for name, value in vars(self).items()
+            if value not in (None, "")
+        }
+
+
+def _revocable(
+    criteria: RevocationFilter, *, now: datetime, final: bool
+) -> list[ColumnElement[bool]]:
+    """Conditions of a bulk revocation: the filter, not expired, and not revoked yet (or on
+    hold, when the reason is final: a hold may move to a final reason)."""
+    state: ColumnElement[bool] = CertificateRecord.revoked_at.is_(None)
+    if final:
+        state = or_(state, CertificateRecord.revocation_reason == "certificateHold")
+    conditions = [state, CertificateRecord.not_after > now]
+    if criteria.ca_id is not None:
+        conditions.append(CertificateRecord.ca_id == criteria.ca_id)
+    if criteria.profile is not None:
+        conditions.append(CertificateRecord.profile == criteria.profile)
+    if criteria.q:
+        pattern = f"%{criteria.q.lower()}%"
+        conditions.append(
+            or_(
+                CertificateRecord.common_name.ilike(pattern),
+                CertificateRecord.names_text.ilike(pattern),
+            )
+        )
+    if criteria.token_id is not None:
+        conditions.append(CertificateRecord.token_id == criteria.token_id)
+    if criteria.issued_before is not None:
+        conditions.append(CertificateRecord.created_at < criteria.issued_before)
+    if criteria.issued_after is not None:
+        conditions.append(CertificateRecord.created_at > criteria.issued_after)
+    return conditions
+
+
+# A certificate a bulk revocation changes: serial, CA id, revoked_at (a hold's date or None).
+RevocableRow = tuple[str, str, datetime | None]
+
+
+def count_revocable(
+    session: Session, criteria: RevocationFilter, *, now: datetime, final: bool, first: int
+) -> tuple[int, list[str]]:
+    """How many certificates a bulk revocation would change, and the first serials."""
+    conditions = _revocable(criteria, now=now, final=final)
+    count = session.scalar(select(func.count()).select_from(CertificateRecord).where(*conditions))
+    serials = session.scalars(
+        select(CertificateRecord.serial)
+        .where(*conditions)
+        .order_by(CertificateRecord.serial)
+        .limit(first)
+    )
+    return int(count or 0), list(serials)
+
+
+def lock_revocable(
+    session: Session, criteria: RevocationFilter, *, now: datetime, final: bool
+) -> list[RevocableRow]:
+    """The certificates a bulk revocation changes, locked (FOR UPDATE on PostgreSQL)."""
+    rows = session.execute(
+        select(CertificateRecord.serial, CertificateRecord.ca_id, CertificateRecord.revoked_at)
+        .where(*_revocable(criteria, now=now, final=final))
+        .order_by(CertificateRecord.serial)
+        .with_for_update()
+    )
+    return [(serial, ca_id, revoked_at) for serial, ca_id, revoked_at in rows]
+
+
+def set_statuses(session: Session, changes: list[dict[str, Any]]) -> None:
+    """Many status changes in one executemany UPDATE by primary key (each dict carries
+    `serial` and the columns to set)."""
+    if changes:
+        session.execute(update(CertificateRecord), changes)

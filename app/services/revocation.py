@@ -9,9 +9,11 @@ from typing import Any
 
 from app.ca.serials import format_serial, parse_serial
 from app.clock import Clock
+from app.db.certificates import RevocationFilter
 from app.db.engine import Database
 from app.db.models import CertificateRecord
 from app.errors import ConflictError, InvalidReasonError, InvalidRequestError
+from app.services.bulk_revocation import BulkRevocation, check_filter, preview, revoke_matching
 from app.services.certificates import CertificateInfo
 from app.services.crl_entries import encode_entry
 from app.services.crls import REASON_BY_NAME, CRLService
@@ -98,6 +100,24 @@ class RevocationService:
             return {}
 
         return self._change_status(serial, action="certificate.unhold", actor=actor, apply=release)
+
+    def revoke_matching(
+        self, criteria: RevocationFilter, *, reason: str, dry_run: bool, actor: str
+    ) -> BulkRevocation:
+        """Bulk revocation of every certificate `criteria` matches (not expired, not revoked
+        yet, or on hold when `reason` is final); a dry run only counts them.
+
+        Raises:
+            InvalidReasonError: not an RFC 5280 reason name.
+            InvalidRequestError: an empty filter.
+        """
+        check_reason(reason)
+        check_filter(criteria)
+        if dry_run:
+            return preview(self._db, self._clock, criteria, reason=reason)
+        return revoke_matching(
+            self._db, self._clock, self._crls, self.batches, criteria, reason=reason, actor=actor
+        )
 
     def _change_status(
         self,

@@ -83,6 +83,7 @@ SPEC_ROUTES = [
         "mtls", "POST", "/admin/cas/rotate", id="mtls POST rotate", marks=not_built("CA rotation")
     ),
     pytest.param("mtls", "GET", "/admin/audit", id="mtls GET /admin/audit"),
+    pytest.param("mtls", "POST", "/admin/revocations", id="mtls POST /admin/revocations"),
     pytest.param("mtls", "POST", "/v1/renew", id="mtls POST /v1/renew", marks=not_built("renewal")),
     pytest.param("mtls", "GET", "/openapi.json", id="mtls GET /openapi.json"),
     pytest.param("mtls", "GET", "/docs", id="mtls GET /docs"),
