@@ -17,6 +17,28 @@ def find_certificate(session: Session, serial: str) -> CertificateRecord | None:
     return session.get(CertificateRecord, serial)
 
 
+def ca_ids_of(session: Session, serials: Sequence[str]) -> dict[str, str]:
+    """serial -> CA id of each of these serials MintCA issued (one query)."""
+    rows = session.execute(
+        select(CertificateRecord.serial, CertificateRecord.ca_id).where(
+            CertificateRecord.serial.in_(serials)
+        )
+    )
+    return {serial: ca_id for serial, ca_id in rows}
+
+
+def lock_certificates(session: Session, serials: Sequence[str]) -> dict[str, CertificateRecord]:
+    """Lock these rows (one query) and read them afresh, as `lock_certificate` does."""
+    query = (
+        select(CertificateRecord)
+        .where(CertificateRecord.serial.in_(serials))
+        .order_by(CertificateRecord.serial)
+        .with_for_update()
+    )
+    records = session.scalars(query.execution_options(populate_existing=True))
+    return {record.serial: record for record in records}
+
+
 def lock_certificate(session: Session, serial: str) -> CertificateRecord | None:
     """Lock the row and read it afresh, even if this session loaded it before the lock."""
     query = select(CertificateRecord).where(CertificateRecord.serial == serial).with_for_update()
@@ -72,8 +94,8 @@ def changed_since(session: Session, ca_id: str, crl_number: int) -> list[Certifi
 
 
 # A status change since some CRL number: serial, the full CRL entry (None unless revoked),
-# notAfter (an expired certificate leaves the full CRL).
-ChangeRow = tuple[str, bytes | None, datetime]
+# notAfter (an expired certificate leaves the full CRL), the CRL number that first shows it.
+ChangeRow = tuple[str, bytes | None, datetime, int]
 STREAM_ROWS = 50_000
 
 
@@ -111,14 +133,19 @@ def status_changes_since(session: Session, ca_id: str, crl_number: int) -> list[
     """Certificates whose status changed after the CRL `crl_number` (indexed by
     (ca_id, status_crl_number)), as plain tuples."""
     rows = session.execute(
-        select(CertificateRecord.serial, CertificateRecord.crl_entry, CertificateRecord.not_after)
+        select(
+            CertificateRecord.serial,
+            CertificateRecord.crl_entry,
+            CertificateRecord.not_after,
+            CertificateRecord.status_crl_number,
+        )
         .where(
             CertificateRecord.ca_id == ca_id,
             CertificateRecord.status_crl_number > crl_number,
         )
         .order_by(CertificateRecord.serial)
     )
-    return [(serial, entry, not_after) for serial, entry, not_after in rows]
+    return [(serial, entry, not_after, int(n or 0)) for serial, entry, not_after, n in rows]
 
 
 def revoked_expiring_between(

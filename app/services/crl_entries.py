@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -45,6 +44,27 @@ class _Entries:
     as_of: int  # every status change with status_crl_number <= as_of is in `ders`
     cutoff: datetime  # certificates with notAfter <= cutoff have been dropped
     ders: dict[str, bytes]  # serial -> entry DER, in a stable order
+    # Every status change with status_crl_number > changes_floor: serial -> (that number,
+    # entry DER or None once released); the delta CRL's source. None until a delta asks.
+    changes_floor: int | None = None
+    changes: dict[str, tuple[int, bytes | None]] = field(default_factory=dict)
+
+    def changed_since(
+        self, session: Session, ca_id: str, base: int
+    ) -> list[tuple[str, bytes | None]]:
+        """(serial, entry or None once released) of every status change after the full CRL
+        `base` (a delta CRL's entries), from the kept changes when they reach back that far."""
+        if self.changes_floor is None or base < self.changes_floor:
+            self.changes = {
+                serial: (number, entry)
+                for serial, entry, _not_after, number in (
+                    certificate_queries.status_changes_since(session, ca_id, base)
+                )
+            }
+        elif base > self.changes_floor:
+            self.changes = {s: c for s, c in self.changes.items() if c[0] > base}
+        self.changes_floor = base
+        return [(serial, entry) for serial, (_number, entry) in self.changes.items()]
 
 
 class CRLEntries:
@@ -55,12 +75,11 @@ class CRLEntries:
         self._kept: dict[str, _Entries] = {}
         self._out: set[str] = set()
 
-    def current(
-        self, session: Session, ca_id: str, *, number: int, cutoff: datetime
-    ) -> Iterable[bytes]:
-        """The DER entries of the full CRL `number` (entries of certificates with notAfter
-        after `cutoff`), read in the caller's transaction, which holds the CA row's lock and
-        has flushed its own status changes (they carry status_crl_number = `number`)."""
+    def current(self, session: Session, ca_id: str, *, number: int, cutoff: datetime) -> _Entries:
+        """The entries of the full CRL `number` (`.ders.values()`: certificates with notAfter
+        after `cutoff`) and of its delta (`.changed_since(...)`), read in the caller's
+        transaction, which holds the CA row's lock and has flushed its own status changes
+        (they carry status_crl_number = `number`)."""
         entries = self._checkout(ca_id)
         if entries is None or cutoff < entries.cutoff:
             entries = self._load(session, ca_id, number=number, cutoff=cutoff)
@@ -68,7 +87,7 @@ class CRLEntries:
             self._catch_up(session, ca_id, entries, number=number, cutoff=cutoff)
         kept = entries
         when_transaction_ends(session, lambda committed: self._checkin(ca_id, kept, committed))
-        return kept.ders.values()
+        return kept
 
     def _checkout(self, ca_id: str) -> _Entries | None:
         with self._cond:
@@ -95,11 +114,13 @@ class CRLEntries:
     ) -> None:
         ders = entries.ders
         changes = certificate_queries.status_changes_since(session, ca_id, entries.as_of)
-        for serial, entry, not_after in changes:
+        for serial, entry, not_after, changed_in in changes:
             if entry is not None and not_after > cutoff:
                 ders[serial] = entry
             else:
                 ders.pop(serial, None)
+            if entries.changes_floor is not None:
+                entries.changes[serial] = (changed_in, entry)
         if cutoff > entries.cutoff:
             expired = certificate_queries.revoked_expiring_between(
                 session, ca_id, entries.cutoff, cutoff

@@ -19,7 +19,6 @@ from app.ca.crl_der import (
 )
 from app.ca.issuance import Endpoints
 from app.clock import Clock
-from app.db import certificates as certificate_queries
 from app.db import crls as crl_queries
 from app.db.cas import lock_ca
 from app.db.crls import BaseRow
@@ -115,10 +114,18 @@ class CRLService:
         # RFC 5280 §3.3: an entry stays until a regularly scheduled CRL issued after notAfter
         # has listed it; republication comes within half a validity, so keep one validity.
         cutoff = now - self.validity
-        full_der = store(self._entries.current(session, ca_id, number=number, cutoff=cutoff))
+        entries = self._entries.current(session, ca_id, number=number, cutoff=cutoff)
+        full_der = store(entries.ders.values())
         # The delta's base is the oldest full CRL still current (this one at the latest).
         base = crl_queries.oldest_current_full_number(session, ca_id, now) or number
-        store(self._delta_entries(session, ca_id, base, now), delta_base=base)
+        # RFC 5280 §5.3.1: a delta CRL lists a released hold with reason removeFromCRL.
+        delta = [
+            entry
+            if entry is not None
+            else encode_revoked_entry(int(serial, 16), now, x509.ReasonFlags.remove_from_crl)
+            for serial, entry in entries.changed_since(session, ca_id, base)
+        ]
+        store(delta, delta_base=base)
         self._prune(session, ca_id, number, now)
         return PublishedCRL(ca_id, number, None, now, next_update, full_der)
 
@@ -147,19 +154,6 @@ class CRLService:
             ),
         )
         return build_certificate_list(tbs, algorithm, signer.sign_bytes(tbs))
-
-    @staticmethod
-    def _delta_entries(session: Session, ca_id: str, base: int, now: datetime) -> list[bytes]:
-        """Every status change since the base; RFC 5280 §5.3.1: a delta CRL lists a released
-        hold with reason removeFromCRL."""
-        return [
-            entry
-            if entry is not None
-            else encode_revoked_entry(int(serial, 16), now, x509.ReasonFlags.remove_from_crl)
-            for serial, entry, _not_after in (
-                certificate_queries.status_changes_since(session, ca_id, base)
-            )
-        ]
 
     def _prune(self, session: Session, ca_id: str, number: int, now: datetime) -> None:
         """Keep the latest full and delta CRL (served) and the superseded full CRLs a later

@@ -119,31 +119,30 @@ class StatusBatches:
         """One transaction: lock the CA rows (sorted, so writers never deadlock) then each
         certificate, apply the changes, publish each CA's CRLs once, one audit row per change."""
         with self._db.write() as session:
-            found: list[tuple[_Request, str]] = []
+            ca_of = certificate_queries.ca_ids_of(session, [r.serial for r in batch])
             for request in batch:
-                certificate = certificate_queries.find_certificate(session, request.serial)
-                if certificate is None:
+                if request.serial not in ca_of:
                     request.error = NotFoundError(f"no certificate with serial {request.serial}")
-                else:
-                    found.append((request, certificate.ca_id))
             numbers = {
                 ca_id: self._crls.reserve_number(session, ca_id)
-                for ca_id in sorted({ca_id for _, ca_id in found})
+                for ca_id in sorted(set(ca_of.values()))
             }
             # The clock under the locks: a greater CRL number must never carry an earlier
             # thisUpdate than the CRL of the writer this one waited for.
             now = self._clock.now()
+            certificates = certificate_queries.lock_certificates(session, list(ca_of))
             applied: dict[str, list[tuple[_Request, CertificateRecord, dict[str, Any]]]] = {}
-            for request, ca_id in found:
-                certificate = certificate_queries.lock_certificate(session, request.serial)
-                assert certificate is not None
+            for request in batch:
+                certificate = certificates.get(request.serial)
+                if certificate is None:
+                    continue
                 try:
                     details = request.apply(certificate, now)
                 except MintCAError as exc:
                     request.error = exc
                     continue
-                certificate.status_crl_number = numbers[ca_id]
-                applied.setdefault(ca_id, []).append((request, certificate, details))
+                certificate.status_crl_number = numbers[certificate.ca_id]
+                applied.setdefault(certificate.ca_id, []).append((request, certificate, details))
             session.flush()
             for ca_id, changes in applied.items():
                 crl = self._crls.publish(session, ca_id, now=now)
