@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -95,7 +95,7 @@ class CRLService:
         next_update = now + self.validity
         session.flush()
 
-        def store(entries: Iterable[bytes], *, delta_base: int | None = None) -> bytes:
+        def store(entries: Collection[bytes], *, delta_base: int | None = None) -> bytes:
             der = self._sign(authority, number, now, next_update, entries, delta_base)
             session.add(
                 CRLRecord(
@@ -135,7 +135,7 @@ class CRLService:
         number: int,
         this_update: datetime,
         next_update: datetime,
-        entries: Iterable[bytes],
+        entries: Collection[bytes],
         delta_base: int | None,
     ) -> bytes:
         signer = authority.signer
