@@ -8,8 +8,7 @@ from datetime import datetime
 
 from cryptography import x509
 
-# RFC 5280 §5.3.1: the reason code SHOULD be absent rather than `unspecified`.
-_OMITTED_REASONS = (None, x509.ReasonFlags.unspecified)
+from app.ca.crl_der import OMITTED_REASONS
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ def build_revoked_certificate(entry: RevokedEntry) -> x509.RevokedCertificate:
         .serial_number(entry.serial_number)
         .revocation_date(entry.revoked_at)
     )
-    if entry.reason not in _OMITTED_REASONS:
+    if entry.reason not in OMITTED_REASONS:
         assert entry.reason is not None
         builder = builder.add_extension(x509.CRLReason(entry.reason), critical=False)
     if entry.invalidity_date is not None:

@@ -15,7 +15,9 @@ from asn1crypto import core as asn1_core
 from cryptography import x509
 
 # RFC 5280 §5.3.1: the reason code SHOULD be absent rather than `unspecified`.
-_OMITTED_REASONS = (None, x509.ReasonFlags.unspecified)
+# (The one place this is decided: the served CRLs and the reference builder in app.ca.crl. A
+# change here needs the stored entries re-encoded: certificates.crl_entry, see migration 0003.)
+OMITTED_REASONS = (None, x509.ReasonFlags.unspecified)
 # RFC 5280 reason names (what the API and the database use) to cryptography's flags.
 REASON_BY_NAME: dict[str, x509.ReasonFlags] = {
     "unspecified": x509.ReasonFlags.unspecified,
@@ -97,7 +99,7 @@ def _extension(oid: bytes, value: bytes, *, critical: bool = False) -> bytes:
 _REASON_EXTENSIONS = {
     reason: _extension(_OID_CRL_REASON, tlv(0x0A, bytes((code,))))
     for reason, code in _REASON_CODES.items()
-    if reason not in _OMITTED_REASONS
+    if reason not in OMITTED_REASONS
 }
 
 

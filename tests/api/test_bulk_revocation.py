@@ -267,7 +267,7 @@ def test_ten_thousand_in_one_crl_number_visible_in_ocsp(
     audit = [
         e
         for e in services.audit.newest(limit=1000)
-        if e.id > last_audit_id and e.action.startswith("certificate.")
+        if e.id > last_audit_id and e.action.endswith(("revoke", "unhold"))
     ]
     assert [e.action for e in audit] == ["certificate.bulk_revoke"], "one row for the action"
     assert audit[0].details["count"] == BULK
