@@ -99,6 +99,23 @@ def openssl_verify(services: Services, leaf: x509.Certificate, tmp_path: Path) -
     return f"{done.stdout}{done.stderr}[exit {done.returncode}]"
 
 
+def openssl_crl_verify(services: Services, *, delta: bool, tmp_path: Path) -> str:
+    """`openssl crl -verify` of the served full (or delta) CRL against the issuing CA."""
+    issuing = services.keyring.active_issuer()
+    crl = tmp_path / ("delta.der" if delta else "full.der")
+    crl.write_bytes(services.crls.latest(issuing.ca_id, delta=delta).der)
+    ca = tmp_path / "issuing.pem"
+    ca.write_bytes(issuing.certificate.public_bytes(Encoding.PEM))
+    done = subprocess.run(
+        [OPENSSL, "crl", "-inform", "DER", "-in", crl, "-CAfile", ca, "-noout"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return f"{done.stdout}{done.stderr}[exit {done.returncode}]"
+
+
 # --- pruning -------------------------------------------------------------------------------------
 
 
@@ -134,6 +151,10 @@ def test_many_revocations_leave_a_bounded_table_and_verifiable_crls(
     assert ": OK" in accepted, accepted
     refused = openssl_verify(services, revoked[-1].certificate, tmp_path)
     assert "certificate revoked" in refused, refused
+    for delta in (False, True):
+        checked = openssl_crl_verify(services, delta=delta, tmp_path=tmp_path)
+        assert "verify OK" in checked, checked
+        assert checked.endswith("[exit 0]"), checked
 
 
 def test_bases_past_their_next_update_are_deleted(services: Services, clock: FixedClock) -> None:
