@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     ocsp_validity: Duration = timedelta(hours=12)
     ocsp_signer: Literal["delegated", "ca"] = "delegated"
     log_level: str = "info"
+    # Client, admin and role certificates name their caller spiffe://<trust_domain>/<profile>/<CN>
+    # (README: client certificates); a SPIFFE trust domain: lowercase letters, digits, . - _
+    trust_domain: str = Field(
+        default="mintca.internal", pattern=r"^[a-z0-9._-]{1,255}$"
+    )  # Rust regex: $ is the end
 
     @property
     def effective_database_url(self) -> str:

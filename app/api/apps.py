@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from app.api.deps import get_peer
+from app.api.deps import get_peer, require_declared_role, require_json_writes
 from app.api.limits import BodySizeLimit
 from app.api.problems import install_problem_handlers
-from app.api.routes.mtls import admin
+from app.api.routes.mtls import admin, docs, renew, roles
 from app.api.routes.public import ca_files, certificates, crls, health, ocsp
 from app.services.container import Services
 
@@ -20,7 +20,12 @@ PUBLIC_ROUTERS: tuple[APIRouter, ...] = (
     ocsp.router,
     certificates.router,
 )
-MTLS_ROUTERS: tuple[APIRouter, ...] = (admin.router,)
+MTLS_ROUTERS: tuple[APIRouter, ...] = (
+    admin.router,
+    docs.router,
+    roles.router,
+    renew.router,
+)
 
 
 def _app(services: Services, title: str, routers: tuple[APIRouter, ...], **kwargs: Any) -> FastAPI:
@@ -40,5 +45,20 @@ def create_public_app(services: Services) -> FastAPI:
 
 def create_mtls_app(services: Services) -> FastAPI:
     """The admin API and renewal; every route first checks the peer certificate against the
-    database (unknown, revoked, on hold or expired: 403)."""
-    return _app(services, "MintCA mTLS API", MTLS_ROUTERS, dependencies=[Depends(get_peer)])
+    database (unknown, revoked, on hold or expired: 403), then the role the route declares
+    (admin when it declares none: 403), then refuses non-JSON writes (415).
+    FastAPI's own doc pages skip route dependencies, so they are off here and
+    app.api.routes.mtls.docs serves them as ordinary routes."""
+    return _app(
+        services,
+        "MintCA mTLS API",
+        MTLS_ROUTERS,
+        dependencies=[
+            Depends(get_peer),
+            Depends(require_declared_role),
+            Depends(require_json_writes),
+        ],
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )

@@ -1,15 +1,18 @@
-"""Dependencies: the process's Services, the verified peer certificate and the admin role."""
+"""Dependencies: the process's Services, the verified peer certificate, the role each mtls route
+declares (auditor, operator, admin; admin when it declares none) and the CSRF guard."""
 
 from __future__ import annotations
 
-from typing import Annotated, cast
+from collections.abc import Callable
+from typing import Annotated, Any, cast
 
 from cryptography import x509
 from fastapi import Depends, Request
 
-from app.errors import PeerRejectedError, PermissionDeniedError
+from app.api.media import media_type_of
+from app.errors import PeerRejectedError, PermissionDeniedError, UnsupportedMediaTypeError
 from app.services.container import Services
-from app.services.peers import Peer
+from app.services.peers import Peer, Role
 
 
 def get_services(request: Request) -> Services:
@@ -41,12 +44,96 @@ def get_peer(request: Request, services: ServicesDep) -> Peer:
 PeerDep = Annotated[Peer, Depends(get_peer)]
 
 
-def require_admin(peer: PeerDep) -> Peer:
+def _check_role(peer: Peer, role: Role) -> Peer:
     """Raises:
-    PermissionDeniedError: the certificate is valid but not of the admin profile."""
-    if not peer.is_admin:
-        raise PermissionDeniedError("this route needs an admin certificate")
+    PermissionDeniedError: the certificate is valid but its role is below `role`."""
+    if peer.role < role:
+        raise PermissionDeniedError(
+            f"this route needs the {role.name.lower()} role; the certificate's profile "
+            f"{peer.profile!r} does not give it"
+        )
     return peer
 
 
+def require_certificate(peer: PeerDep) -> Peer:
+    """Any valid certificate of MintCA (renewal)."""
+    return peer
+
+
+def require_auditor(peer: PeerDep) -> Peer:
+    """Raises:
+    PermissionDeniedError: not an auditor, operator or admin certificate."""
+    return _check_role(peer, Role.AUDITOR)
+
+
+def require_operator(peer: PeerDep) -> Peer:
+    """Raises:
+    PermissionDeniedError: not an operator or admin certificate."""
+    return _check_role(peer, Role.OPERATOR)
+
+
+def require_admin(peer: PeerDep) -> Peer:
+    """Raises:
+    PermissionDeniedError: the certificate is valid but not of the admin profile."""
+    return _check_role(peer, Role.ADMIN)
+
+
+# Each route of the mtls app declares its role by depending on one of these (a parameter of
+# type AuditorDep/OperatorDep/AdminDep/CertificateDep, or `dependencies=[Depends(...)]`).
+ROLE_CHECKS: dict[Callable[..., Peer], Role] = {
+    require_certificate: Role.CERTIFICATE,
+    require_auditor: Role.AUDITOR,
+    require_operator: Role.OPERATOR,
+    require_admin: Role.ADMIN,
+}
+
+
+def declared_role(route: Any) -> Role | None:
+    """The strictest role a route's dependencies ask for, or None when it declares none."""
+    found: list[Role] = []
+    pending = list(getattr(getattr(route, "dependant", None), "dependencies", []))
+    while pending:
+        dependant = pending.pop()
+        if dependant.call in ROLE_CHECKS:
+            found.append(ROLE_CHECKS[dependant.call])
+        pending.extend(dependant.dependencies)
+    return max(found, default=None)
+
+
+def require_declared_role(request: Request, peer: PeerDep) -> Peer:
+    """The default of every mtls route: the role the route declares, and admin, the strictest,
+    when it declares none (so a route that forgets to ask is still protected).
+
+    Raises:
+        PermissionDeniedError: the certificate's role is below the route's."""
+    role = declared_role(request.scope.get("route"))
+    return _check_role(peer, Role.ADMIN if role is None else role)
+
+
+CertificateDep = Annotated[Peer, Depends(require_certificate)]
+AuditorDep = Annotated[Peer, Depends(require_auditor)]
+OperatorDep = Annotated[Peer, Depends(require_operator)]
 AdminDep = Annotated[Peer, Depends(require_admin)]
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def require_json_writes(
+    request: Request, _peer: Annotated[Peer, Depends(require_declared_role)]
+) -> None:
+    """CSRF guard for the mtls listener: a browser holding an admin certificate can be made to
+    send a cross-origin form POST (urlencoded, multipart, text/plain) without a CORS
+    preflight, but never `application/json`, which MintCA grants no preflight for. It runs
+    after the role check, so a peer without the role learns only 403.
+
+    Raises:
+        UnsupportedMediaTypeError: a state-changing request that is not application/json."""
+    if request.method in SAFE_METHODS:
+        return
+    media_type = media_type_of(request.headers.get("content-type"))
+    if media_type != "application/json":
+        raise UnsupportedMediaTypeError(
+            f"{request.method} on this listener needs Content-Type: application/json, "
+            f"not {media_type or 'none'!r}"
+        )

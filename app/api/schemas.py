@@ -29,6 +29,12 @@ class IssuedResponse(BaseModel):
     profile: str
 
 
+class RoleCertificateRequest(_Strict):
+    csr: str = Field(max_length=64 * 1024, description="PEM PKCS#10 naming the holder by CN")
+    role: Literal["auditor", "operator", "admin"]
+    validity_days: int | None = None
+
+
 class RenewRequest(_Strict):
     csr: str = Field(max_length=64 * 1024)
 

@@ -32,11 +32,17 @@ class ValidityWindow:
     not_after: datetime
 
 
+# SPIFFE-style trust domain of the caller URIs in client certificates (MINTCA_TRUST_DOMAIN).
+DEFAULT_TRUST_DOMAIN = "mintca.internal"
+
+
 @dataclass(frozen=True)
 class Endpoints:
-    """URLs written into every leaf (from MINTCA_PUBLIC_URL)."""
+    """URLs written into every leaf (from MINTCA_PUBLIC_URL), and the trust domain of the
+    caller URIs written into client certificates (MINTCA_TRUST_DOMAIN)."""
 
     base_url: str
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
 
     def crl(self, ca_id: str) -> str:
         return f"{self.base_url}/crl/{ca_id}.crl"

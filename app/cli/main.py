@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from app.ca.keys import KEY_TYPES
-from app.cli import enroll, operator
+from app.cli import admin, enroll, operator, renew
 from app.cli.options import DataDirOption, load_settings
 from app.clock import SystemClock
 from app.errors import ConfigurationError
@@ -19,8 +19,10 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 app.command("enroll")(enroll.enroll)
+app.command("renew")(renew.renew)
 for group in operator.GROUPS:
     app.add_typer(group, name=group.info.name)
+app.add_typer(admin.admin_app, name="admin")
 
 
 def _check_key_type(value: str) -> str:

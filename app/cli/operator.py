@@ -212,7 +212,10 @@ def cert_unhold(
 ) -> None:
     """Lift a certificateHold."""
     item = request(
-        _admin(data_dir, url, cert, key, cacert), "POST", f"/admin/certificates/{serial}/unhold"
+        _admin(data_dir, url, cert, key, cacert),
+        "POST",
+        f"/admin/certificates/{serial}/unhold",
+        json={},  # the mtls listener takes writes as application/json only (CSRF guard)
     ).json()
     typer.echo(f"released {item['serial']} from hold; status {item['status']}")
 

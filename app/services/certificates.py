@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -98,9 +98,12 @@ def store_certificate(
     token_id: str | None,
     now: datetime,
     actor: str,
+    action: str = "certificate.issue",
+    details: dict[str, Any] | None = None,
 ) -> CertificateRecord:
-    """Add the certificate's row and its `certificate.issue` audit row to the caller's
-    transaction: an issuance is never stored without its audit record."""
+    """Add the certificate's row and its audit row (`certificate.issue`, or `action` with
+    extra `details`, e.g. a renewal's old serial) to the caller's transaction: an issuance is
+    never stored without its audit record."""
     all_names = names.all()
     record = CertificateRecord(
         serial=format_serial(certificate.serial_number),
@@ -120,9 +123,9 @@ def store_certificate(
         session,
         at=now,
         actor=actor,
-        action="certificate.issue",
+        action=action,
         target=record.serial,
-        details={"profile": profile, "names": all_names, "ca_id": ca_id},
+        details={"profile": profile, "names": all_names, "ca_id": ca_id, **(details or {})},
     )
     return record
 

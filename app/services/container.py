@@ -15,8 +15,10 @@ from app.services.enrollment import EnrollmentService
 from app.services.keyring import Keyring, load_kek
 from app.services.ocsp import OCSPService
 from app.services.peers import PeerService
+from app.services.renewal import RenewalService
 from app.services.responders import ResponderService
 from app.services.revocation import RevocationService
+from app.services.roles import RoleService
 from app.services.tokens import TokenService
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ class Services:
         self.db = Database(settings.effective_database_url, pool_size=16)
         self.keyring = Keyring(self.db, load_kek(settings))
         self.keyring.load()
-        endpoints = Endpoints(settings.base_url)
+        endpoints = Endpoints(settings.base_url, settings.trust_domain)
         self.endpoints = endpoints
         self.audit = AuditService(self.db)
         self.tokens = TokenService(self.db, self.clock)
@@ -49,6 +51,8 @@ class Services:
             delegated=settings.ocsp_signer == "delegated",
         )
         self.peers = PeerService(self.db, self.clock)
+        self.roles = RoleService(self.db, self.clock, self.keyring, endpoints)
+        self.renewal = RenewalService(self.db, self.clock, self.keyring, endpoints)
 
     def ready(self) -> bool:
         """The database answers and an issuing CA is loaded."""

@@ -11,7 +11,14 @@ from cryptography import x509
 from app.ca.csr import check_csr, load_csr
 from app.ca.issuance import Endpoints
 from app.ca.names import check_names_allowed, read_requested_names
-from app.ca.profiles import Profile, check_csr_requests, check_names_fit_profile, get_profile
+from app.ca.profiles import (
+    Profile,
+    check_csr_requests,
+    check_names_fit_profile,
+    check_trust_domain_names,
+    get_profile,
+    with_caller_identity,
+)
 from app.ca.serials import format_serial
 from app.clock import Clock
 from app.db.engine import Database
@@ -97,6 +104,10 @@ class EnrollmentService:
         names = read_requested_names(csr)
         check_names_allowed(names, list(grant.names))
         check_names_fit_profile(names, chosen)
+        trust_domain = self._endpoints.trust_domain
+        check_trust_domain_names(names, chosen, trust_domain=trust_domain)
+        # Derived from the CN the token just allowed: no name the token did not approve.
+        names = with_caller_identity(names, chosen, trust_domain=trust_domain)
         validity = choose_validity(chosen, grant, validity_days)
 
         authority = self._keyring.active_issuer()

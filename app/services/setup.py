@@ -17,7 +17,7 @@ from app.ca.bootstrap import NewCA, create_issuing_ca, create_root
 from app.ca.issuance import Endpoints, pem_bundle
 from app.ca.keys import generate_private_key, private_key_pem, wrap_private_key
 from app.ca.names import RequestedNames, is_ip
-from app.ca.profiles import PROFILES
+from app.ca.profiles import PROFILES, with_caller_identity
 from app.ca.serials import format_serial
 from app.ca.signer import LocalSigner
 from app.clock import Clock
@@ -76,7 +76,7 @@ def initialise(settings: Settings, options: InitOptions, clock: Clock) -> InitRe
 def _initialise(
     settings: Settings, options: InitOptions, clock: Clock, db: Database, kek: bytes
 ) -> InitReport:
-    endpoints = Endpoints(settings.base_url)
+    endpoints = Endpoints(settings.base_url, settings.trust_domain)
     keyring = Keyring(db, kek)
     files: dict[str, tuple[bytes, int]] = {}
     with db.write() as session:
@@ -101,7 +101,11 @@ def _initialise(
             admin = _issue_into_files(
                 session,
                 keyring.get(issuing.ca_id),
-                RequestedNames(common_name=options.admin_name),
+                with_caller_identity(
+                    RequestedNames(common_name=options.admin_name),
+                    PROFILES["admin"],
+                    trust_domain=endpoints.trust_domain,
+                ),
                 profile="admin",
                 validity=ADMIN_VALIDITY,
                 now=now,

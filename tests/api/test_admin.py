@@ -275,8 +275,8 @@ def test_bad_admin_request_is_a_problem_and_changes_nothing(
     request: dict[str, Any] = {}
     if isinstance(body, bytes):
         request = {"content": body, "headers": {"Content-Type": "application/json"}}
-    elif body is not None:
-        request = {"json": body}
+    elif body is not None or method == "POST":  # writes are JSON only (CSRF guard)
+        request = {"json": body if body is not None else {}}
 
     response = admin_client.request(method, path.format(serial=serial), **request)
 
@@ -439,7 +439,7 @@ def test_unheld_admin_gets_back_in(
     admin_client.post(f"/admin/certificates/{serial}/revoke", json={"reason": "certificateHold"})
     assert client.get("/admin/cas").status_code == 403
 
-    assert admin_client.post(f"/admin/certificates/{serial}/unhold").status_code == 200
+    assert admin_client.post(f"/admin/certificates/{serial}/unhold", json={}).status_code == 200
 
     assert client.get("/admin/cas").status_code == 200
 
@@ -651,22 +651,22 @@ def test_revoking_again(
         assert shown["status"] == "revoked"
         assert datetime.fromisoformat(shown["revoked_at"]) == first_at, "the hold's date stays"
         problem(revoke(admin_client, serial, "keyCompromise"), 409, "conflict")
-        problem(admin_client.post(f"/admin/certificates/{serial}/unhold"), 409, "conflict")
+        problem(admin_client.post(f"/admin/certificates/{serial}/unhold", json={}), 409, "conflict")
 
 
 def test_unhold(admin_client: TestClient, services: Services, csrs: Any, problem: Problem) -> None:
     serial = good_serial(services, csrs)
-    problem(admin_client.post(f"/admin/certificates/{serial}/unhold"), 409, "conflict")
+    problem(admin_client.post(f"/admin/certificates/{serial}/unhold", json={}), 409, "conflict")
     assert revoke(admin_client, serial, "certificateHold").status_code == 200
 
-    response = admin_client.post(f"/admin/certificates/{serial}/unhold")
+    response = admin_client.post(f"/admin/certificates/{serial}/unhold", json={})
 
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "good", body
     assert body["revoked_at"] is None
     assert body["reason"] is None
-    problem(admin_client.post(f"/admin/certificates/{serial}/unhold"), 409, "conflict")
+    problem(admin_client.post(f"/admin/certificates/{serial}/unhold", json={}), 409, "conflict")
     assert revoke(admin_client, serial, "keyCompromise").status_code == 200, "revocable again"
 
 
@@ -724,7 +724,7 @@ def test_audit_newest_first_naming_the_admin(
     clock.advance(minutes=5)
     assert revoke(admin_client, serial, "certificateHold").status_code == 200
     clock.advance(minutes=5)
-    assert admin_client.post(f"/admin/certificates/{serial}/unhold").status_code == 200
+    assert admin_client.post(f"/admin/certificates/{serial}/unhold", json={}).status_code == 200
 
     response = admin_client.get("/admin/audit")
 

@@ -24,7 +24,14 @@ from app.services.setup import InitReport
 
 PEM_FILE = "application/x-pem-file"
 PKIX_CERT = "application/pkix-cert"
-DOC_ROUTES = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+DOC_ROUTES = {
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/docs/init.js",  # the mtls listener serves Swagger UI itself (no CDN)
+    "/docs/{asset}",
+}
 
 
 # --- Route lists ----------------------------------------------------------------------------------
@@ -84,7 +91,7 @@ SPEC_ROUTES = [
     ),
     pytest.param("mtls", "GET", "/admin/audit", id="mtls GET /admin/audit"),
     pytest.param("mtls", "POST", "/admin/revocations", id="mtls POST /admin/revocations"),
-    pytest.param("mtls", "POST", "/v1/renew", id="mtls POST /v1/renew", marks=not_built("renewal")),
+    pytest.param("mtls", "POST", "/v1/renew", id="mtls POST /v1/renew"),
     pytest.param("mtls", "GET", "/openapi.json", id="mtls GET /openapi.json"),
     pytest.param("mtls", "GET", "/docs", id="mtls GET /docs"),
 ]
@@ -302,13 +309,14 @@ def test_unknown_ca_certificate_is_404(
         pytest.param("mtls", "/admin/tokens", id="mtls"),
     ],
 )
-def test_openapi_document(listener: str, expected_path: str, services: Services) -> None:
-    """Served on both listeners; on the mtls one without any application-level check (the
-    handshake already happened), so a client without a certificate in the scope gets it."""
-    factory = create_public_app if listener == "public" else create_mtls_app
-    with TestClient(factory(services)) as client:
-        response = client.get("/openapi.json")
-        docs = client.get("/docs")
+def test_openapi_document(
+    listener: str, expected_path: str, public_client: TestClient, admin_client: TestClient
+) -> None:
+    """Served on both listeners; on the mtls one only to a certificate with a role (see
+    tests/api/test_mtls_docs_csrf.py for who is refused)."""
+    client = public_client if listener == "public" else admin_client
+    response = client.get("/openapi.json")
+    docs = client.get("/docs")
 
     assert response.status_code == 200, response.text
     document = response.json()
@@ -318,13 +326,9 @@ def test_openapi_document(listener: str, expected_path: str, services: Services)
     assert docs.headers["content-type"].startswith("text/html")
 
 
-def test_openapi_documents_stay_apart(services: Services) -> None:
-    with (
-        TestClient(create_public_app(services)) as public,
-        TestClient(create_mtls_app(services)) as mtls,
-    ):
-        public_paths = set(public.get("/openapi.json").json()["paths"])
-        mtls_paths = set(mtls.get("/openapi.json").json()["paths"])
+def test_openapi_documents_stay_apart(public_client: TestClient, admin_client: TestClient) -> None:
+    public_paths = set(public_client.get("/openapi.json").json()["paths"])
+    mtls_paths = set(admin_client.get("/openapi.json").json()["paths"])
 
     assert not any(p.startswith("/admin") for p in public_paths), sorted(public_paths)
     assert not any(p.startswith(("/v1/certificates", "/ocsp", "/crl")) for p in mtls_paths)

@@ -124,7 +124,7 @@ def problem_detail(server: LiveServer, path: str, json: dict[str, str] | None = 
     """The detail of the problem the admin API answers now to POST `path` (the same request
     the CLI made, repeated: it fails again and changes nothing)."""
     with server.admin_client() as admin:
-        response = admin.post(path, json=json)
+        response = admin.post(path, json=json if json is not None else {})
     assert response.status_code == 409, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     detail = response.json()["detail"]
@@ -391,12 +391,17 @@ def test_a_client_certificate_on_an_admin_command_fails_with_the_403_detail(
     enroll(cli, token, "worker.internal", out, "--profile", "client")
     cert, key = out / "cert.pem", out / "key.pem"
 
-    with live_server.mtls_client(cert, key) as client:
-        response = client.get("/admin/certificates")
-    assert response.status_code == 403, response.text
-    detail = response.json()["detail"]
+    commands = {  # each command, and the request it makes (the detail names the route's role)
+        ("cert", "list"): ("GET", "/admin/certificates", None),
+        ("token", "create", "--name", "b.internal"): ("POST", "/admin/tokens", {"names": ["b"]}),
+        ("ca", "list"): ("GET", "/admin/cas", None),
+    }
 
-    for args in (("cert", "list"), ("token", "create", "--name", "b.internal"), ("ca", "list")):
+    for args, (method, path, body) in commands.items():
+        with live_server.mtls_client(cert, key) as client:
+            response = client.request(method, path, json=body)
+        assert response.status_code == 403, response.text
+        detail = response.json()["detail"]
         line = failed(cli.admin(*args, "--cert", str(cert), "--key", str(key)))
         assert "403" in line, line
         assert detail in line, line

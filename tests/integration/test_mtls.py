@@ -9,6 +9,7 @@ import json
 import socket
 import ssl
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from app.clock import FixedClock
+from app.services.container import Services
 from tests.helpers import foreign_ca, make_csr
 from tests.integration.live import LiveServer
 
@@ -377,3 +380,198 @@ def test_peer_certificate_names_the_audit_actor(live_server: LiveServer, tmp_pat
     assert ops.subject in ops_actor, audit.json()
     assert format(bootstrap_admin.serial_number, "x") in bootstrap_actor, audit.json()
     assert ops.serial not in bootstrap_actor, audit.json()
+
+
+# --- The matrix: every way in that must fail, next to the ways that must work --------------------
+
+
+def services_at(server: LiveServer, moment: datetime) -> Services:
+    """The live server's CA and database, with the clock at `moment` (to issue certificates
+    that are already expired, or not yet valid, at the real time the server checks)."""
+    return Services(server.settings, clock=FixedClock(moment.replace(microsecond=0)))
+
+
+def issued_at(
+    server: LiveServer, directory: Path, moment: datetime, *, profile: str, days: int
+) -> ClientBundle:
+    """A certificate MintCA issued with its clock at `moment`, valid for `days`."""
+    services = services_at(server, moment)
+    try:
+        token = services.tokens.create(
+            actor="test",
+            profiles=[profile],
+            names=["timeshifted"],
+            ttl=timedelta(hours=1),
+            max_uses=1,
+            max_validity_days=None,
+        )
+        key, _csr = make_csr("unused")
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "timeshifted")]))
+            .sign(key, hashes.SHA256())
+        )
+        issued = services.enrollment.enroll(
+            token=token.token, csr_data=csr.public_bytes(Encoding.PEM), validity_days=days
+        )
+    finally:
+        services.close()
+    directory.mkdir(parents=True, exist_ok=True)
+    cert = directory / "cert.pem"
+    cert.write_bytes(issued.certificate.public_bytes(Encoding.PEM))
+    return ClientBundle(
+        cert,
+        write_key(key, directory / "key.pem"),
+        issued.serial,
+        issued.certificate.subject.rfc4514_string(),
+    )
+
+
+def impostor(server: LiveServer, directory: Path, *, copy_issuer_name: bool) -> ClientBundle:
+    """A foreign CA's leaf with the admin certificate's subject, serial, SAN and EKU; with
+    `copy_issuer_name`, the foreign CA also carries MintCA's issuing CA's name, so a verifier
+    that built chains by name alone would pick MintCA's CA (and the signature must fail)."""
+    admin, issuing = x509.load_pem_x509_certificates((server.data_dir / "admin.pem").read_bytes())
+    ca_key, ca = foreign_ca("Foreign Test CA")
+    ca_name = issuing.subject if copy_issuer_name else ca.subject
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    san = admin.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(admin.subject)
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(admin.serial_number)
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(san, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert = directory / "impostor.pem"
+    cert.write_bytes(leaf.public_bytes(Encoding.PEM))
+    return ClientBundle(
+        cert,
+        write_key(key, directory / "impostor-key.pem"),
+        format(leaf.serial_number, "x"),
+        leaf.subject.rfc4514_string(),
+    )
+
+
+def held(server: LiveServer, directory: Path, reason: str) -> ClientBundle:
+    bundle = enroll_client(server, directory, profile="admin", name=f"{directory.name}.internal")
+    with server.admin_client() as admin:
+        answer = admin.post(f"/admin/certificates/{bundle.serial}/revoke", json={"reason": reason})
+    assert answer.status_code == 200, answer.text
+    return bundle
+
+
+REFUSED = "refused"  # the TLS handshake failed (no HTTP answer) or the answer is 403
+MATRIX_CASES: list[tuple[str, Callable[[LiveServer, Path], ClientBundle | None], str]] = [
+    ("no certificate", lambda s, d: None, REFUSED),
+    ("foreign CA", lambda s, d: foreign_client(d), REFUSED),
+    (
+        "foreign CA copying the admin's subject and serial",
+        lambda s, d: impostor(s, d, copy_issuer_name=False),
+        REFUSED,
+    ),
+    (
+        "foreign CA named like MintCA's issuing CA, admin's subject and serial",
+        lambda s, d: impostor(s, d, copy_issuer_name=True),
+        REFUSED,
+    ),
+    (
+        "expired",
+        lambda s, d: issued_at(
+            s, d, datetime.now(UTC) - timedelta(days=3), profile="admin", days=1
+        ),
+        REFUSED,
+    ),
+    (
+        "not yet valid",
+        lambda s, d: issued_at(
+            s, d, datetime.now(UTC) + timedelta(days=2), profile="admin", days=5
+        ),
+        REFUSED,
+    ),
+    ("revoked", lambda s, d: held(s, d, "keyCompromise"), REFUSED),
+    ("on hold", lambda s, d: held(s, d, "certificateHold"), REFUSED),
+    ("client profile", lambda s, d: enroll_client(s, d, profile="client", name="c1"), REFUSED),
+    ("peer profile", lambda s, d: enroll_client(s, d, profile="peer", name="p1.internal"), REFUSED),
+    (
+        "admin",
+        lambda s, d: ClientBundle(s.data_dir / "admin.pem", s.data_dir / "admin-key.pem", "", ""),
+        "200",
+    ),
+    ("auditor", lambda s, d: enroll_client(s, d, profile="auditor", name="alice"), "200"),
+]
+
+
+def outcome(server: LiveServer, bundle: ClientBundle | None, path: str) -> tuple[str, str]:
+    """("refused" or the HTTP status, a description) for one GET over a fresh connection."""
+    context = server.ssl_context(bundle.cert, bundle.key) if bundle else server.ssl_context()
+    try:
+        with httpx.Client(base_url=server.mtls_url, verify=context, timeout=10) as client:
+            response = client.get(path)
+    except httpx.TransportError as exc:
+        return REFUSED, f"no HTTP answer ({type(exc).__name__}: {exc})"
+    if response.status_code == 403:
+        assert response.headers["content-type"] == PROBLEM_JSON, response.text
+        return REFUSED, f"403 {response.json()['detail']}"
+    return str(response.status_code), response.text[:200]
+
+
+@pytest.mark.slow
+def test_mtls_matrix(live_server: LiveServer, tmp_path: Path) -> None:
+    """Issue 12's matrix on both an auditor route and the docs; a TLS session resumed after
+    a revocation is test_revoked_certificate_is_refused_on_new_and_resumed_sessions."""
+    table = []
+    wrong = []
+    for index, (case, make, expected) in enumerate(MATRIX_CASES):
+        bundle = make(live_server, tmp_path / f"case{index}")
+        for path in ("/admin/cas", "/openapi.json"):
+            got, detail = outcome(live_server, bundle, path)
+            table.append(f"{case:<72} {path:<14} {got:<8} {detail}")
+            if got != expected:
+                wrong.append(f"{case} {path}: expected {expected}, got {got}: {detail}")
+    print("\n".join(table))
+    assert not wrong, "\n".join(wrong)
+
+
+def test_browser_style_requests_get_nothing_from_the_admin_origin(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
+    """What a browser holding the admin certificate could be made to send: a cross-origin
+    form POST is 415 and changes nothing; the docs page carries the strict CSP and names only
+    same-origin scripts."""
+    victim = enroll_client(live_server, tmp_path, profile="peer", name="victim.internal")
+    admin = (
+        "--cert",
+        str(live_server.data_dir / "admin.pem"),
+        "--key",
+        str(live_server.data_dir / "admin-key.pem"),
+    )
+
+    form = curl(
+        live_server,
+        f"/admin/certificates/{victim.serial}/revoke",
+        *admin,
+        "--data",
+        "reason=keyCompromise",
+    )
+    page = curl(live_server, "/docs", *admin, "--include")
+
+    body, code = split_curl_output(form.stdout)
+    assert code == "415", form
+    assert json.loads(body)["status"] == 415, body
+    with live_server.public_client() as public:
+        status = public.get(f"/v1/certificates/{victim.serial}/status").json()
+    assert status["status"] == "good", status
+    text, code = split_curl_output(page.stdout)
+    assert code == "200", page
+    assert "content-security-policy: default-src 'none'; script-src 'self';" in text.lower()
+    assert '<script src="/docs/swagger-ui-bundle.js">' in text, text
+    assert "cdn" not in text.lower(), text

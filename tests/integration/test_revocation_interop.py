@@ -134,7 +134,7 @@ class Pki:
         return result
 
     def unhold(self, serial: str) -> httpx.Response:
-        return self.admin.post(f"/admin/certificates/{serial}/unhold")
+        return self.admin.post(f"/admin/certificates/{serial}/unhold", json={})
 
     def status(self, serial: str) -> dict[str, Any]:
         answer = self.public.get(f"/v1/certificates/{serial}/status")
@@ -719,7 +719,7 @@ def test_revoke_refuses_bad_input(pki: Pki, body: Any) -> None:
 def test_revoke_unknown_or_invalid_serial(pki: Pki, action: str, serial: str, status: int) -> None:
     answer = pki.admin.post(
         f"/admin/certificates/{serial}/{action}",
-        json={"reason": "keyCompromise"} if action == "revoke" else None,
+        json={"reason": "keyCompromise"} if action == "revoke" else {},
     )
 
     assert_problem(answer, status)

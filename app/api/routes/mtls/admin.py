@@ -1,5 +1,6 @@
-"""The admin API: tokens, certificates, revocation, CAs and the audit log. Admin role only
-(the router's dependency protects every route, even one that forgets to ask)."""
+"""The admin API: tokens, certificates, revocation, CAs and the audit log. Each route declares
+its role (AuditorDep, OperatorDep, AdminDep or `dependencies=[Depends(require_...)]`); the
+router's dependency demands admin of a route that declares none."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Annotated, Literal
 from cryptography import x509
 from fastapi import APIRouter, Depends, Query
 
-from app.api.deps import AdminDep, ServicesDep, require_admin
+from app.api.deps import OperatorDep, ServicesDep, require_auditor, require_declared_role
 from app.api.media import pem
 from app.api.schemas import (
     AuditEntryResponse,
@@ -26,8 +27,9 @@ from app.ca.serials import format_serial
 from app.services.bulk_revocation import RevocationFilter
 from app.services.certificates import CertificateInfo
 from app.services.container import Services
+from app.services.peers import check_may_grant
 
-router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_declared_role)])
 
 
 def details(info: CertificateInfo, services: Services, *, with_pem: bool) -> CertificateDetails:
@@ -50,8 +52,9 @@ def details(info: CertificateInfo, services: Services, *, with_pem: bool) -> Cer
 
 @router.post("/tokens", status_code=201)
 def create_token(
-    body: TokenCreateRequest, admin: AdminDep, services: ServicesDep
+    body: TokenCreateRequest, admin: OperatorDep, services: ServicesDep
 ) -> TokenCreateResponse:
+    check_may_grant(admin, body.profiles)
     created = services.tokens.create(
         actor=admin.actor,
         profiles=body.profiles,
@@ -63,7 +66,7 @@ def create_token(
     return TokenCreateResponse(token=created.token, id=created.id, expires_at=created.expires_at)
 
 
-@router.get("/certificates")
+@router.get("/certificates", dependencies=[Depends(require_auditor)])
 def list_certificates(
     services: ServicesDep,
     status: Literal["good", "revoked", "expired"] | None = None,
@@ -90,14 +93,14 @@ def list_certificates(
     )
 
 
-@router.get("/certificates/{serial}")
+@router.get("/certificates/{serial}", dependencies=[Depends(require_auditor)])
 def show_certificate(serial: str, services: ServicesDep) -> CertificateDetails:
     return details(services.certificates.get(serial), services, with_pem=True)
 
 
 @router.post("/certificates/{serial}/revoke")
 def revoke_certificate(
-    serial: str, body: RevokeRequest, admin: AdminDep, services: ServicesDep
+    serial: str, body: RevokeRequest, admin: OperatorDep, services: ServicesDep
 ) -> CertificateDetails:
     info = services.revocation.revoke(
         serial, reason=body.reason, invalidity_date=body.invalidity_date, actor=admin.actor
@@ -106,11 +109,13 @@ def revoke_certificate(
 
 
 @router.post("/certificates/{serial}/unhold")
-def unhold_certificate(serial: str, admin: AdminDep, services: ServicesDep) -> CertificateDetails:
+def unhold_certificate(
+    serial: str, admin: OperatorDep, services: ServicesDep
+) -> CertificateDetails:
     return details(services.revocation.unhold(serial, actor=admin.actor), services, with_pem=False)
 
 
-@router.get("/cas")
+@router.get("/cas", dependencies=[Depends(require_auditor)])
 def list_cas(services: ServicesDep) -> list[CAResponse]:
     return [
         CAResponse(
@@ -129,7 +134,7 @@ def list_cas(services: ServicesDep) -> list[CAResponse]:
     ]
 
 
-@router.get("/audit")
+@router.get("/audit", dependencies=[Depends(require_auditor)])
 def audit_log(
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -150,7 +155,7 @@ def audit_log(
 
 @router.post("/revocations")
 def bulk_revocation(
-    body: BulkRevocationRequest, admin: AdminDep, services: ServicesDep
+    body: BulkRevocationRequest, admin: OperatorDep, services: ServicesDep
 ) -> BulkRevocationResponse:
     """Revoke every certificate the filter matches (dry_run: only count them)."""
     criteria = RevocationFilter(**body.filter.model_dump())
