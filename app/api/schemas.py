@@ -128,3 +128,27 @@ class CARotateRequest(_Strict):
 
     key_type: KeyType | None = None
     validity_days: int = Field(default=1825, ge=1, le=36500)
+
+
+class RevocationFilterRequest(_Strict):
+    """Every given field must match; at least one is required (400 otherwise)."""
+
+    ca_id: str | None = Field(default=None, max_length=64)
+    profile: str | None = Field(default=None, max_length=32)
+    q: str | None = Field(default=None, max_length=256, description="name substring")
+    token_id: str | None = Field(default=None, max_length=32)
+    issued_before: AwareDatetime | None = None
+    issued_after: AwareDatetime | None = None
+
+
+class BulkRevocationRequest(_Strict):
+    filter: RevocationFilterRequest
+    reason: str = Field(description="an RFC 5280 reason name, e.g. keyCompromise")
+    dry_run: bool = Field(default=True, description="only count; false revokes every match")
+
+
+class BulkRevocationResponse(BaseModel):
+    count: int
+    serials: list[str] = Field(description="the first 100 serials, in order")
+    dry_run: bool
+    crl_numbers: dict[str, int] = Field(description="CA id -> the CRL that lists them")

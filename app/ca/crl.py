@@ -8,8 +8,7 @@ from datetime import datetime
 
 from cryptography import x509
 
-# RFC 5280 §5.3.1: the reason code SHOULD be absent rather than `unspecified`.
-_OMITTED_REASONS = (None, x509.ReasonFlags.unspecified)
+from app.ca.crl_der import OMITTED_REASONS
 
 
 @dataclass(frozen=True)
@@ -26,7 +25,7 @@ def build_revoked_certificate(entry: RevokedEntry) -> x509.RevokedCertificate:
         .serial_number(entry.serial_number)
         .revocation_date(entry.revoked_at)
     )
-    if entry.reason not in _OMITTED_REASONS:
+    if entry.reason not in OMITTED_REASONS:
         assert entry.reason is not None
         builder = builder.add_extension(x509.CRLReason(entry.reason), critical=False)
     if entry.invalidity_date is not None:
@@ -34,18 +33,15 @@ def build_revoked_certificate(entry: RevokedEntry) -> x509.RevokedCertificate:
     return builder.build()
 
 
-def build_crl(
+def crl_extensions(
     *,
     issuer: x509.Certificate,
     number: int,
-    this_update: datetime,
-    next_update: datetime,
-    entries: Iterable[RevokedEntry],
     delta_base: int | None = None,
     delta_url: str | None = None,
-) -> x509.CertificateRevocationListBuilder:
-    """A full CRL (delta_base None; FreshestCRL points at `delta_url`) or a delta CRL
-    carrying DeltaCRLIndicator(delta_base) (RFC 5280 §5.2.4)."""
+) -> list[x509.Extension[x509.ExtensionType]]:
+    """AKI and CRLNumber, then DeltaCRLIndicator(delta_base) for a delta CRL (RFC 5280
+    §5.2.4) or FreshestCRL → `delta_url` for a full one (§5.2.6)."""
     ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     extensions: list[x509.Extension[x509.ExtensionType]] = [
         x509.Extension(
@@ -77,6 +73,25 @@ def build_crl(
                 ),
             )
         )
+    return extensions
+
+
+def build_crl(
+    *,
+    issuer: x509.Certificate,
+    number: int,
+    this_update: datetime,
+    next_update: datetime,
+    entries: Iterable[RevokedEntry],
+    delta_base: int | None = None,
+    delta_url: str | None = None,
+) -> x509.CertificateRevocationListBuilder:
+    """A full CRL (delta_base None; FreshestCRL points at `delta_url`) or a delta CRL
+    carrying DeltaCRLIndicator(delta_base), with cryptography's builder: the reference that
+    app.ca.crl_der's hand encoding is tested against (it is quadratic in the entries)."""
+    extensions = crl_extensions(
+        issuer=issuer, number=number, delta_base=delta_base, delta_url=delta_url
+    )
     # Entries go to the constructor: add_revoked_certificate() copies the list on every call.
     return x509.CertificateRevocationListBuilder(
         issuer_name=issuer.subject,

@@ -167,28 +167,71 @@ def cert_show(
 
 @cert_app.command("revoke")
 def cert_revoke(
-    serial: str,
+    serial: Annotated[str | None, typer.Argument(help="Serial (hex); omit with --all")] = None,
     reason: Annotated[
         str, typer.Option(help="RFC 5280 reason name, e.g. keyCompromise")
     ] = "unspecified",
     invalidity_date: Annotated[str | None, typer.Option(help="ISO 8601 with a time zone")] = None,
+    all_matching: Annotated[
+        bool, typer.Option("--all", help="Revoke every certificate the filters match")
+    ] = False,
+    q: Annotated[str | None, typer.Option(help="With --all: name substring")] = None,
+    token_id: Annotated[
+        str | None, typer.Option(help="With --all: enrolled with this token")
+    ] = None,
+    ca_id: Annotated[str | None, typer.Option(help="With --all: issued by this CA")] = None,
+    profile: Annotated[str | None, typer.Option(help="With --all: of this profile")] = None,
+    dry_run: Annotated[bool, typer.Option(help="With --all: only count the matches")] = False,
     data_dir: DataDirOption = None,
     url: UrlOption = None,
     cert: CertOption = None,
     key: KeyOption = None,
     cacert: CACertOption = None,
 ) -> None:
-    """Revoke a certificate (certificateHold puts it on hold)."""
+    """Revoke a certificate (certificateHold puts it on hold), or with --all every certificate
+    the filters match (at least one filter; --dry-run counts without revoking)."""
+    target = _admin(data_dir, url, cert, key, cacert)
+    if all_matching:
+        if serial is not None:
+            raise typer.BadParameter("give a serial or --all, not both")
+        _revoke_all(
+            target, reason, q=q, token_id=token_id, ca_id=ca_id, profile=profile, dry_run=dry_run
+        )
+        return
+    if serial is None:
+        raise typer.BadParameter("give the serial to revoke, or --all with filters")
     body: dict[str, Any] = {"reason": reason}
     if invalidity_date:
         body["invalidity_date"] = invalidity_date
-    item = request(
-        _admin(data_dir, url, cert, key, cacert),
-        "POST",
-        f"/admin/certificates/{serial}/revoke",
-        json=body,
-    ).json()
+    item = request(target, "POST", f"/admin/certificates/{serial}/revoke", json=body).json()
     typer.echo(f"revoked {item['serial']} ({item['reason']}) at {item['revoked_at']}")
+
+
+def _revoke_all(
+    target: Target,
+    reason: str,
+    *,
+    q: str | None,
+    token_id: str | None,
+    ca_id: str | None,
+    profile: str | None,
+    dry_run: bool,
+) -> None:
+    given = {"q": q, "token_id": token_id, "ca_id": ca_id, "profile": profile}
+    body = {
+        "filter": {name: value for name, value in given.items() if value is not None},
+        "reason": reason,
+        "dry_run": dry_run,
+    }
+    done = request(target, "POST", "/admin/revocations", json=body).json()
+    verb = "would revoke" if dry_run else "revoked"
+    typer.echo(f"{verb} {done['count']} certificate(s)")
+    for serial in done["serials"]:
+        typer.echo(serial)
+    if done["count"] > len(done["serials"]):
+        typer.echo(f"... and {done['count'] - len(done['serials'])} more")
+    for ca, number in sorted(done["crl_numbers"].items()):
+        typer.echo(f"CA {ca}: CRL {number}", err=True)
 
 
 @cert_app.command("unhold")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import CRLRecord
@@ -28,4 +28,56 @@ def oldest_current_full_number(session: Session, ca_id: str, now: datetime) -> i
             CRLRecord.is_delta.is_(False),
             CRLRecord.next_update > now,
         )
+    )
+
+
+# A full CRL kept only as a possible delta base: (id, number, this_update, next_update).
+BaseRow = tuple[int, int, datetime, datetime]
+
+
+def superseded_full(session: Session, ca_id: str, number: int) -> list[BaseRow]:
+    """The CA's full CRLs older than `number`, oldest first (metadata only, never the DER)."""
+    rows = session.execute(
+        select(CRLRecord.id, CRLRecord.number, CRLRecord.this_update, CRLRecord.next_update)
+        .where(CRLRecord.ca_id == ca_id, CRLRecord.is_delta.is_(False), CRLRecord.number < number)
+        .order_by(CRLRecord.number)
+    )
+    return [(i, n, t, u) for i, n, t, u in rows]
+
+
+def delete_superseded_deltas(session: Session, ca_id: str, number: int) -> None:
+    session.execute(
+        delete(CRLRecord).where(
+            CRLRecord.ca_id == ca_id, CRLRecord.is_delta.is_(True), CRLRecord.number < number
+        )
+    )
+
+
+def delete_ids(session: Session, ids: list[int]) -> None:
+    if ids:
+        session.execute(delete(CRLRecord).where(CRLRecord.id.in_(ids)))
+
+
+def clear_superseded_der(session: Session, ca_id: str, number: int) -> None:
+    """Empty the DER of full CRLs older than `number`: only the latest one is ever served,
+    the older rows stay as delta bases (number and nextUpdate) only."""
+    session.execute(
+        update(CRLRecord)
+        .where(
+            CRLRecord.ca_id == ca_id,
+            CRLRecord.is_delta.is_(False),
+            CRLRecord.number < number,
+            func.length(CRLRecord.der) > 0,
+        )
+        .values(der=b"")
+    )
+
+
+def latest_next_update(session: Session, ca_id: str) -> datetime | None:
+    """nextUpdate of the latest full CRL, without loading its DER."""
+    return session.scalar(
+        select(CRLRecord.next_update)
+        .where(CRLRecord.ca_id == ca_id, CRLRecord.is_delta.is_(False))
+        .order_by(CRLRecord.number.desc())
+        .limit(1)
     )

@@ -4,7 +4,7 @@ that does not answer becomes ServiceUnavailableError (503), never a driver error
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,21 @@ def _unavailable_as_503() -> Iterator[None]:
         cause = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else repr(exc)
         log.warning("database unavailable: %s", cause)
         raise ServiceUnavailableError("the database is unavailable; try again shortly") from exc
+
+
+def when_transaction_ends(session: Session, callback: Callable[[bool], None]) -> None:
+    """Call `callback(committed)` once, when the session's transaction commits (True) or rolls
+    back (False): for in-process state that must follow what the database kept."""
+    fired = False
+
+    def fire(committed: bool) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            callback(committed)
+
+    event.listen(session, "after_commit", lambda _session: fire(True))
+    event.listen(session, "after_rollback", lambda _session: fire(False))
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -70,6 +71,16 @@ class CertificateRecord(Base):
     __table_args__ = (
         Index("ix_certificates_ca_revoked", "ca_id", "revoked_at"),
         Index("ix_certificates_ca_status_crl", "ca_id", "status_crl_number"),
+        # Everything a full CRL reads, so a million entries come from the index alone.
+        Index(
+            "ix_certificates_crl_entries",
+            "ca_id",
+            "not_after",
+            "serial",
+            "crl_entry",
+            sqlite_where=text("crl_entry IS NOT NULL"),
+            postgresql_where=text("crl_entry IS NOT NULL"),
+        ),
     )
 
     serial: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -91,6 +102,9 @@ class CertificateRecord(Base):
     # Number of the first full CRL that shows the latest status change: a delta CRL with
     # base B lists every certificate whose status_crl_number is above B.
     status_crl_number: Mapped[int | None] = mapped_column(BigInteger)
+    # The DER of this certificate's full-CRL entry (RFC 5280 §5.1.2.6) while it is revoked,
+    # encoded once when the status changes (app.ca.crl_der); NULL while good.
+    crl_entry: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class TokenRecord(Base):
@@ -122,6 +136,8 @@ class CRLRecord(Base):
     delta_base: Mapped[int | None] = mapped_column(BigInteger)  # the base of a delta CRL
     this_update: Mapped[datetime]
     next_update: Mapped[datetime]
+    # b"" once superseded: only the latest full and delta CRL are served; an older full CRL
+    # stays as a row only while a delta may name it as its base (app.services.crls).
     der: Mapped[bytes] = mapped_column(LargeBinary)
 
 

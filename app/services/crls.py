@@ -3,37 +3,36 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.orm import Session
 
-from app.ca.crl import RevokedEntry, build_crl
+from app.ca.crl import crl_extensions
+from app.ca.crl_der import (
+    REASON_BY_NAME,
+    build_certificate_list,
+    build_tbs_cert_list,
+    encode_revoked_entry,
+)
 from app.ca.issuance import Endpoints
 from app.clock import Clock
-from app.db import certificates as certificate_queries
 from app.db import crls as crl_queries
 from app.db.cas import lock_ca
+from app.db.crls import BaseRow
 from app.db.engine import Database
-from app.db.models import CertificateRecord, CRLRecord
+from app.db.models import CRLRecord
 from app.errors import NotFoundError
-from app.services.keyring import Keyring
+from app.services.crl_entries import CRLEntries
+from app.services.keyring import Authority, Keyring
+
+__all__ = ["REASON_BY_NAME", "CRLService", "PublishedCRL"]
 
 log = logging.getLogger(__name__)
-
-REASON_BY_NAME: dict[str, x509.ReasonFlags] = {
-    "unspecified": x509.ReasonFlags.unspecified,
-    "keyCompromise": x509.ReasonFlags.key_compromise,
-    "cACompromise": x509.ReasonFlags.ca_compromise,
-    "affiliationChanged": x509.ReasonFlags.affiliation_changed,
-    "superseded": x509.ReasonFlags.superseded,
-    "cessationOfOperation": x509.ReasonFlags.cessation_of_operation,
-    "certificateHold": x509.ReasonFlags.certificate_hold,
-    "privilegeWithdrawn": x509.ReasonFlags.privilege_withdrawn,
-    "aACompromise": x509.ReasonFlags.aa_compromise,
-}
+# Superseded full CRLs kept as possible delta bases: at most one per validity/BASE_SLOTS.
+BASE_SLOTS = 24
 
 
 @dataclass(frozen=True)
@@ -46,15 +45,20 @@ class PublishedCRL:
     der: bytes
 
 
-def _entry(record: CertificateRecord) -> RevokedEntry:
-    assert record.revoked_at is not None
-    reason = REASON_BY_NAME.get(record.revocation_reason or "unspecified")
-    return RevokedEntry(int(record.serial, 16), record.revoked_at, reason, record.invalidity_date)
-
-
-def _removed_entry(record: CertificateRecord, at: datetime) -> RevokedEntry:
-    # RFC 5280 §5.3.1: a delta CRL lists a released hold with reason removeFromCRL.
-    return RevokedEntry(int(record.serial, 16), at, x509.ReasonFlags.remove_from_crl)
+def bases_to_drop(rows: list[BaseRow], *, now: datetime, slot: timedelta) -> list[int]:
+    """Ids of superseded full CRLs no delta will name as its base: those past nextUpdate,
+    and all but the oldest of those issued in one `slot` of time. A delta's base is the
+    oldest full CRL kept and still current (`oldest_current_full_number`); keeping one per
+    slot bounds the table at about validity/slot rows per CA, and moves the base at most one
+    slot later than keeping every row would."""
+    seen: set[int] = set()
+    drop = []
+    for row_id, _number, this_update, next_update in rows:
+        bucket = int(this_update.timestamp() // slot.total_seconds())
+        if next_update <= now or bucket in seen:
+            drop.append(row_id)
+        seen.add(bucket)
+    return drop
 
 
 class CRLService:
@@ -71,6 +75,7 @@ class CRLService:
         self._keyring = keyring
         self._endpoints = endpoints
         self.validity = validity
+        self._entries = CRLEntries()
 
     def reserve_number(self, session: Session, ca_id: str) -> int:
         """Lock the CA row and take the number the next full CRL will carry. Call first in a
@@ -78,9 +83,9 @@ class CRLService:
         return lock_ca(session, ca_id).crl_number + 1
 
     def publish(self, session: Session, ca_id: str, *, now: datetime) -> PublishedCRL:
-        """Build, sign and store a full CRL and its delta in the caller's transaction.
-        The CA row's lock orders the numbers across processes; the unique (ca_id, number)
-        constraint backs it."""
+        """Build, sign and store a full CRL and its delta in the caller's transaction, and
+        drop the CRLs nothing needs any more. The CA row's lock orders the numbers across
+        processes; the unique (ca_id, number, is_delta) constraint backs it."""
         authority = self._keyring.get(ca_id)
         ca = lock_ca(session, ca_id)
         # RFC 5280 §5.2.3: one sequence for full and delta CRLs, and a full and a delta CRL
@@ -88,18 +93,10 @@ class CRLService:
         # with a smaller number, so the pair never double-counts).
         number = ca.crl_number = ca.crl_number + 1
         next_update = now + self.validity
+        session.flush()
 
-        def store(entries: list[RevokedEntry], *, delta_base: int | None = None) -> bytes:
-            builder = build_crl(
-                issuer=authority.certificate,
-                number=number,
-                this_update=now,
-                next_update=next_update,
-                entries=entries,
-                delta_base=delta_base,
-                delta_url=self._endpoints.delta_crl(ca_id),
-            )
-            der = authority.signer.sign_crl(builder).public_bytes(Encoding.DER)
+        def store(entries: Collection[bytes], *, delta_base: int | None = None) -> bytes:
+            der = self._sign(authority, number, now, next_update, entries, delta_base)
             session.add(
                 CRLRecord(
                     ca_id=ca_id,
@@ -116,16 +113,56 @@ class CRLService:
 
         # RFC 5280 §3.3: an entry stays until a regularly scheduled CRL issued after notAfter
         # has listed it; republication comes within half a validity, so keep one validity.
-        revoked = certificate_queries.revoked_on(session, ca_id, now - self.validity)
-        full_der = store([_entry(r) for r in revoked])
+        cutoff = now - self.validity
+        entries = self._entries.current(session, ca_id, number=number, cutoff=cutoff)
+        full_der = store(entries.ders.values())
         # The delta's base is the oldest full CRL still current (this one at the latest).
         base = crl_queries.oldest_current_full_number(session, ca_id, now) or number
-        changed = certificate_queries.changed_since(session, ca_id, base)
-        store(
-            [_entry(r) if r.revoked_at is not None else _removed_entry(r, now) for r in changed],
-            delta_base=base,
-        )
+        # RFC 5280 §5.3.1: a delta CRL lists a released hold with reason removeFromCRL.
+        delta = [
+            entry
+            if entry is not None
+            else encode_revoked_entry(int(serial, 16), now, x509.ReasonFlags.remove_from_crl)
+            for serial, entry in entries.changed_since(session, ca_id, base)
+        ]
+        store(delta, delta_base=base)
+        self._prune(session, ca_id, number, now)
         return PublishedCRL(ca_id, number, None, now, next_update, full_der)
+
+    def _sign(
+        self,
+        authority: Authority,
+        number: int,
+        this_update: datetime,
+        next_update: datetime,
+        entries: Collection[bytes],
+        delta_base: int | None,
+    ) -> bytes:
+        signer = authority.signer
+        algorithm = signer.signature_algorithm_oid
+        tbs = build_tbs_cert_list(
+            issuer=authority.certificate.subject,
+            signature_algorithm_oid=algorithm,
+            this_update=this_update,
+            next_update=next_update,
+            entries=entries,
+            extensions=crl_extensions(
+                issuer=authority.certificate,
+                number=number,
+                delta_base=delta_base,
+                delta_url=self._endpoints.delta_crl(authority.ca_id),
+            ),
+        )
+        return build_certificate_list(tbs, algorithm, signer.sign_bytes(tbs))
+
+    def _prune(self, session: Session, ca_id: str, number: int, now: datetime) -> None:
+        """Keep the latest full and delta CRL (served) and the superseded full CRLs a later
+        delta may name as its base (as rows without DER); delete the rest."""
+        crl_queries.delete_superseded_deltas(session, ca_id, number)
+        superseded = crl_queries.superseded_full(session, ca_id, number)
+        slot = self.validity / BASE_SLOTS
+        crl_queries.delete_ids(session, bases_to_drop(superseded, now=now, slot=slot))
+        crl_queries.clear_superseded_der(session, ca_id, number)
 
     def latest(self, ca_id: str, *, delta: bool = False) -> PublishedCRL:
         """Raises:
@@ -157,8 +194,8 @@ class CRLService:
             with self._db.write() as session:
                 lock_ca(session, authority.ca_id)
                 now = self._clock.now()  # under the lock, so thisUpdate follows the number
-                row = crl_queries.latest(session, authority.ca_id, delta=False)
-                if row is not None and row.next_update - now > self.validity / 2:
+                next_update = crl_queries.latest_next_update(session, authority.ca_id)
+                if next_update is not None and next_update - now > self.validity / 2:
                     continue
                 published.append(self.publish(session, authority.ca_id, now=now))
                 log.info("republished CRL %s of CA %s", published[-1].number, authority.ca_id)

@@ -1,21 +1,23 @@
 """Revocation and holds: the status change, the CRL that shows it and the audit row commit
-together, so a relying party sees it at once in OCSP and in the next CRL."""
+together (several changes arriving together share one commit and one CRL number), so a relying
+party sees it at once in OCSP and in the next CRL."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from app.ca.serials import format_serial, parse_serial
 from app.clock import Clock
-from app.db import certificates as certificate_queries
+from app.db.certificates import RevocationFilter
 from app.db.engine import Database
 from app.db.models import CertificateRecord
-from app.errors import ConflictError, InvalidReasonError, InvalidRequestError, NotFoundError
-from app.services.audit import record
-from app.services.certificates import CertificateInfo, info_from_record
+from app.errors import ConflictError, InvalidReasonError, InvalidRequestError
+from app.services.bulk_revocation import BulkRevocation, check_filter, preview, revoke_matching
+from app.services.certificates import CertificateInfo
+from app.services.crl_entries import encode_entry
 from app.services.crls import REASON_BY_NAME, CRLService
+from app.services.status_batches import StatusBatches, StatusChange
 
 HOLD = "certificateHold"
 
@@ -36,6 +38,7 @@ class RevocationService:
         self._db = db
         self._clock = clock
         self._crls = crls
+        self.batches = StatusBatches(db, clock, crls)
 
     def revoke(
         self,
@@ -70,6 +73,10 @@ class RevocationService:
                 certificate.revoked_at = now
             certificate.revocation_reason = reason
             certificate.invalidity_date = invalidity_date
+            assert certificate.revoked_at is not None
+            certificate.crl_entry = encode_entry(
+                certificate.serial, certificate.revoked_at, reason, invalidity_date
+            )
             return {"reason": reason, "previous": previous}
 
         return self._change_status(serial, action="certificate.revoke", actor=actor, apply=revoke)
@@ -89,9 +96,28 @@ class RevocationService:
             certificate.revoked_at = None
             certificate.revocation_reason = None
             certificate.invalidity_date = None
+            certificate.crl_entry = None
             return {}
 
         return self._change_status(serial, action="certificate.unhold", actor=actor, apply=release)
+
+    def revoke_matching(
+        self, criteria: RevocationFilter, *, reason: str, dry_run: bool, actor: str
+    ) -> BulkRevocation:
+        """Bulk revocation of every certificate `criteria` matches (not expired, not revoked
+        yet, or on hold when `reason` is final); a dry run only counts them.
+
+        Raises:
+            InvalidReasonError: not an RFC 5280 reason name.
+            InvalidRequestError: an empty filter.
+        """
+        check_reason(reason)
+        check_filter(criteria)
+        if dry_run:
+            return preview(self._db, self._clock, criteria, reason=reason)
+        return revoke_matching(
+            self._db, self._clock, self._crls, self.batches, criteria, reason=reason, actor=actor
+        )
 
     def _change_status(
         self,
@@ -99,31 +125,9 @@ class RevocationService:
         *,
         action: str,
         actor: str,
-        apply: Callable[[CertificateRecord, datetime], dict[str, Any]],
+        apply: StatusChange,
     ) -> CertificateInfo:
-        """One transaction: lock the CA row then the certificate (every writer takes them in
-        this order), apply the change, publish the CA's CRLs and write the audit row."""
+        """Every status change goes through here: applied with others that arrive together,
+        committed with the CRLs of its CA and its audit row (app.services.status_batches)."""
         key = format_serial(parse_serial(serial))
-        with self._db.write() as session:
-            found = certificate_queries.find_certificate(session, key)
-            if found is None:
-                raise NotFoundError(f"no certificate with serial {key}")
-            number = self._crls.reserve_number(session, found.ca_id)
-            # The clock under the lock: a greater CRL number must never carry an earlier
-            # thisUpdate than the CRL of the writer this one waited for.
-            now = self._clock.now()
-            certificate = certificate_queries.lock_certificate(session, key)
-            assert certificate is not None
-            details = apply(certificate, now)
-            certificate.status_crl_number = number
-            session.flush()
-            crl = self._crls.publish(session, certificate.ca_id, now=now)
-            record(
-                session,
-                at=now,
-                actor=actor,
-                action=action,
-                target=key,
-                details={**details, "crl_number": crl.number},
-            )
-            return info_from_record(certificate)
+        return self.batches.submit(key, action=action, actor=actor, apply=apply)

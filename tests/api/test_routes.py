@@ -88,6 +88,7 @@ SPEC_ROUTES = [
     pytest.param("mtls", "GET", "/admin/cas", id="mtls GET /admin/cas"),
     pytest.param("mtls", "POST", "/admin/cas/rotate", id="mtls POST rotate"),
     pytest.param("mtls", "GET", "/admin/audit", id="mtls GET /admin/audit"),
+    pytest.param("mtls", "POST", "/admin/revocations", id="mtls POST /admin/revocations"),
     pytest.param("mtls", "POST", "/v1/renew", id="mtls POST /v1/renew"),
     pytest.param("mtls", "GET", "/openapi.json", id="mtls GET /openapi.json"),
     pytest.param("mtls", "GET", "/docs", id="mtls GET /docs"),

@@ -267,6 +267,32 @@ def test_cert_revoke_revokes_and_a_second_revoke_fails_with_the_conflict_detail(
     assert status_of(live_server, enrolled)["reason"] == "keyCompromise"
 
 
+def test_cert_revoke_all_dry_run_then_for_real(
+    cli: Cli, live_server: LiveServer, tmp_path: Path
+) -> None:
+    token = create_token(cli, "--name", "*.internal", "--max-uses", "3")
+    batch = sorted(
+        enroll(cli, token, f"bulk-{n}.internal", tmp_path / f"bulk-{n}") for n in range(2)
+    )
+    other = enroll(cli, token, "keep.internal", tmp_path / "keep")
+
+    dry = succeeded(
+        cli.admin("cert", "revoke", "--all", "--q", "bulk-", "--reason", "superseded", "--dry-run")
+    )
+    assert dry.stdout.splitlines() == ["would revoke 2 certificate(s)", *batch], dry.stdout
+    assert {status_of(live_server, s)["status"] for s in batch} == {"good"}
+
+    done = succeeded(cli.admin("cert", "revoke", "--all", "--q", "bulk-", "--reason", "superseded"))
+    assert done.stdout.splitlines() == ["revoked 2 certificate(s)", *batch], done.stdout
+    assert re.fullmatch(r"CA [0-9a-f]+: CRL \d+\n", done.stderr), done.stderr
+    assert {status_of(live_server, s)["reason"] for s in batch} == {"superseded"}
+    assert status_of(live_server, other)["status"] == "good"
+
+    refused = failed(cli.admin("cert", "revoke", "--all", "--reason", "superseded"))
+    assert "400" in refused
+    assert "filter is empty" in refused
+
+
 def test_hold_and_unhold_with_an_uppercase_colon_separated_serial(
     cli: Cli, live_server: LiveServer, enrolled: str
 ) -> None:

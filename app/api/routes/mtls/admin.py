@@ -20,6 +20,8 @@ from app.api.deps import (
 from app.api.media import pem
 from app.api.schemas import (
     AuditEntryResponse,
+    BulkRevocationRequest,
+    BulkRevocationResponse,
     CAResponse,
     CARotateRequest,
     CertificateDetails,
@@ -29,6 +31,7 @@ from app.api.schemas import (
     TokenCreateResponse,
 )
 from app.ca.serials import format_serial
+from app.services.bulk_revocation import RevocationFilter
 from app.services.certificates import CertificateInfo
 from app.services.container import Services
 from app.services.keyring import Authority
@@ -169,3 +172,17 @@ def audit_log(
         )
         for e in services.audit.newest(limit=limit, before_id=before_id)
     ]
+
+
+@router.post("/revocations")
+def bulk_revocation(
+    body: BulkRevocationRequest, admin: OperatorDep, services: ServicesDep
+) -> BulkRevocationResponse:
+    """Revoke every certificate the filter matches (dry_run: only count them)."""
+    criteria = RevocationFilter(**body.filter.model_dump())
+    done = services.revocation.revoke_matching(
+        criteria, reason=body.reason, dry_run=body.dry_run, actor=admin.actor
+    )
+    return BulkRevocationResponse(
+        count=done.count, serials=done.serials, dry_run=body.dry_run, crl_numbers=done.crl_numbers
+    )
