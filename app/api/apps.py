@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
+from starlette.types import ASGIApp
 
 from app.api.deps import get_peer
 from app.api.limits import BodySizeLimit
+from app.api.ocsp_fast import OCSPFastPath
 from app.api.problems import install_problem_handlers
 from app.api.routes.mtls import admin
 from app.api.routes.public import ca_files, certificates, crls, health, ocsp
@@ -36,6 +38,11 @@ def _app(services: Services, title: str, routers: tuple[APIRouter, ...], **kwarg
 def create_public_app(services: Services) -> FastAPI:
     """CA files, CRLs, OCSP, certificate status, enrollment with a token, health."""
     return _app(services, "MintCA public API", PUBLIC_ROUTERS)
+
+
+def create_public_asgi(services: Services) -> ASGIApp:
+    """The public app behind the OCSP fast path: what the public listener serves."""
+    return OCSPFastPath(create_public_app(services), services.ocsp, services.clock)
 
 
 def create_mtls_app(services: Services) -> FastAPI:

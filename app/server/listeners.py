@@ -16,7 +16,7 @@ from typing import Any
 
 import uvicorn
 
-from app.api.apps import create_mtls_app, create_public_app
+from app.api.apps import create_mtls_app, create_public_asgi
 from app.ca.issuance import pem_bundle
 from app.config import Settings, parse_bind
 from app.server.tls_scope import PeerCertHttpToolsProtocol
@@ -72,7 +72,7 @@ def server_configs(
         "proxy_headers": False,
     }
     public = uvicorn.Config(
-        create_public_app(services), **common, **(tls_files if settings.public_tls else {})
+        create_public_asgi(services), **common, **(tls_files if settings.public_tls else {})
     )
     mtls = uvicorn.Config(
         create_mtls_app(services),

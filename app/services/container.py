@@ -17,6 +17,7 @@ from app.services.ocsp import OCSPService
 from app.services.peers import PeerService
 from app.services.responders import ResponderService
 from app.services.revocation import RevocationService
+from app.services.status_signal import GENERATION_FILE, StatusSignal
 from app.services.tokens import TokenService
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,12 @@ class Services:
         )
         self.crls = CRLService(self.db, self.clock, self.keyring, endpoints, settings.crl_validity)
         self.revocation = RevocationService(self.db, self.clock, self.crls)
-        self.responders = ResponderService(self.db, self.clock, self.keyring, endpoints)
+        # Changes with every committed revocation, hold or unhold, on any worker or host.
+        self.status_signal = StatusSignal(settings.data_dir / GENERATION_FILE)
+        self.status_signal.watch(self.db)
+        self.responders = ResponderService(
+            self.db, self.clock, self.keyring, endpoints, signal=self.status_signal
+        )
         self.ocsp = OCSPService(
             self.db,
             self.clock,
@@ -47,6 +53,7 @@ class Services:
             self.responders,
             validity=settings.ocsp_validity,
             delegated=settings.ocsp_signer == "delegated",
+            signal=self.status_signal,
         )
         self.peers = PeerService(self.db, self.clock)
 
@@ -61,4 +68,5 @@ class Services:
         return True
 
     def close(self) -> None:
+        self.status_signal.close()
         self.db.dispose()
