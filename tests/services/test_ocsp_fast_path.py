@@ -99,7 +99,8 @@ def test_a_status_change_empties_the_cache_of_every_process_before_it_returns(
     for name, process in (("services", services), ("replica", replica)):
         old[name] = process.ocsp.respond(request).der
         cached = process.ocsp.answer_cached(request)
-        assert cached is not None and cached.der == old[name], f"{name}: the cache was not filled"
+        assert cached is not None, f"{name}: the cache was not filled"
+        assert cached.der == old[name], f"{name}: the cache holds another answer"
 
     clock.advance(seconds=5)
     if change == "unhold":
