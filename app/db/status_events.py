@@ -11,6 +11,7 @@ returns to its caller.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ import psycopg
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy.pool import Pool
 
 from app.db.engine import Database
 from app.db.models import CertificateRecord
@@ -30,21 +32,30 @@ _WATCHED_COLUMNS = ("revoked_at", "revocation_reason")
 _FLAG = "mintca_status_changed"
 RECONNECT_SECONDS = 0.5
 
-_callbacks: dict[str, list[Callable[[], None]]] = {}
+# Callbacks by the connection pool of the Database they watch (its write engine shares it).
+_callbacks: dict[Pool, list[Callable[[], None]]] = {}
 _callbacks_lock = threading.Lock()
 
 
+def _origin(pool: Pool) -> str:
+    """Names the Database that wrote, so its own listener can skip what it already knows."""
+    return f"{os.getpid()}-{id(pool)}"
+
+
 def on_status_change(db: Database, callback: Callable[[], None]) -> Callable[[], None]:
-    """Call `callback` after every commit, through any Database on db's URL in this process,
-    that changed a certificate's revocation state. Returns a function that unregisters it."""
-    key = str(db.engine.url)
+    """Call `callback` after every commit through `db` that changed a certificate's
+    revocation state. Returns a function that unregisters it."""
+    pool = db.engine.pool
     with _callbacks_lock:
-        _callbacks.setdefault(key, []).append(callback)
+        _callbacks.setdefault(pool, []).append(callback)
 
     def remove() -> None:
         with _callbacks_lock:
-            if callback in _callbacks.get(key, []):
-                _callbacks[key].remove(callback)
+            registered = _callbacks.get(pool, [])
+            if callback in registered:
+                registered.remove(callback)
+            if not registered:
+                _callbacks.pop(pool, None)
 
     return remove
 
@@ -56,7 +67,7 @@ def _mark(session: Session) -> None:
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
         # Queued in this transaction: listeners hear it only if it commits.
-        session.connection().exec_driver_sql(f"NOTIFY {CHANNEL}")
+        session.connection().exec_driver_sql(f"NOTIFY {CHANNEL}, '{_origin(bind.engine.pool)}'")
 
 
 def _changes_status(instance: object) -> bool:
@@ -85,7 +96,7 @@ def _after_commit(session: Session) -> None:
     if not session.info.pop(_FLAG, False):
         return
     with _callbacks_lock:
-        callbacks = list(_callbacks.get(str(session.get_bind().engine.url), []))
+        callbacks = list(_callbacks.get(session.get_bind().engine.pool, []))
     for callback in callbacks:
         callback()
 
@@ -96,13 +107,14 @@ def _after_rollback(session: Session) -> None:
 
 
 class StatusListener:
-    """LISTENs on PostgreSQL for status changes committed by other hosts and calls
-    `callback` for each; after a lost connection it calls it once more (a change may have
-    been missed) and reconnects every RECONNECT_SECONDS."""
+    """LISTENs on PostgreSQL for status changes committed through other Databases (other
+    processes and hosts) and calls `callback` for each; after a lost connection it calls it
+    once more (a change may have been missed) and reconnects every RECONNECT_SECONDS."""
 
     def __init__(self, db: Database, callback: Callable[[], None]) -> None:
         url = make_url(db.url).set(drivername="postgresql")
         self._conninfo = url.render_as_string(hide_password=False)
+        self._origin = _origin(db.engine.pool)
         self._callback = callback
         self._stop = threading.Event()
         self._connection: psycopg.Connection[Any] | None = None
@@ -125,8 +137,9 @@ class StatusListener:
                         self._callback()
                     reconnecting = True
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=RECONNECT_SECONDS):
-                            self._callback()
+                        for notify in conn.notifies(timeout=RECONNECT_SECONDS):
+                            if notify.payload != self._origin:
+                                self._callback()
             except psycopg.Error:
                 log.warning("status listener lost PostgreSQL; reconnecting", exc_info=True)
                 self._stop.wait(RECONNECT_SECONDS)
