@@ -44,7 +44,9 @@ class StatusSignal:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError:
-            log.warning("no shared status generation at %s: this process only", path)
+            # Other workers and processes on this data dir then learn of a revocation only
+            # through PostgreSQL's NOTIFY (not before the revocation's 200): say so loudly.
+            log.error("cannot open %s: OCSP caches are invalidated in this process only", path)
             return
         with _locked(fd):
             if os.fstat(fd).st_size < _SIZE:
