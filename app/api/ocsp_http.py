@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 from datetime import datetime
 from urllib.parse import unquote
@@ -17,12 +18,15 @@ from app.services.ocsp import OCSPAnswer
 # revocation, so caches are told to come back after a few minutes.
 MAX_AGE_SECONDS = 300
 _STATIC_HEADERS_KEPT = 4096
+_OCSP_RESPONSE = OCSP_RESPONSE.encode()
 
 Headers = list[tuple[bytes, bytes]]
-# (ETag, Last-Modified, Expires) of a cacheable answer, by its DER (bytes cache their hash).
-_static: dict[bytes, tuple[bytes, bytes, bytes]] = {}
+# The headers of a cacheable GET answer while max-age is the full MAX_AGE_SECONDS (nearly all
+# of its life), by its DER (bytes cache their hash): a cache hit only copies them.
+_static: dict[bytes, Headers] = {}
 
 
+@functools.lru_cache(maxsize=4096)
 def decode_get_request(encoded: str) -> bytes | None:
     """The DER of `GET /ocsp/{encoded}`: base64, URL-encoded or not (RFC 6960 §A.1); None
     when it is not base64."""
@@ -36,29 +40,28 @@ def decode_get_request(encoded: str) -> bytes | None:
 def response_headers(answer: OCSPAnswer, *, now: datetime | None) -> Headers:
     """Headers in the order Starlette's Response writes them: the caching headers of a GET
     answer (`now` given) that may be cached, then Content-Length and Content-Type."""
-    headers: Headers = []
-    if now is not None and answer.cacheable and answer.this_update and answer.next_update:
+    if now is None or not (answer.cacheable and answer.this_update and answer.next_update):
+        return [(b"content-length", b"%d" % len(answer.der)), (b"content-type", _OCSP_RESPONSE)]
+    remaining = int((answer.next_update - now).total_seconds())
+    if remaining >= MAX_AGE_SECONDS:
         static = _static.get(answer.der)
         if static is None:
             if len(_static) >= _STATIC_HEADERS_KEPT:
                 _static.clear()
-            static = (
-                f'"{hashlib.sha256(answer.der).hexdigest()[:32]}"'.encode(),
-                http_date(answer.this_update).encode(),
-                http_date(answer.next_update).encode(),
-            )
-            _static[answer.der] = static
-        remaining = int((answer.next_update - now).total_seconds())
-        max_age = max(0, min(MAX_AGE_SECONDS, remaining))
-        headers = [
-            (
-                b"cache-control",
-                b"public, max-age=%d, no-transform, must-revalidate" % max_age,
-            ),
-            (b"etag", static[0]),
-            (b"last-modified", static[1]),
-            (b"expires", static[2]),
-        ]
-    headers.append((b"content-length", b"%d" % len(answer.der)))
-    headers.append((b"content-type", OCSP_RESPONSE.encode()))
-    return headers
+            static = _static[answer.der] = _caching_headers(answer, MAX_AGE_SECONDS)
+        return list(static)
+    return _caching_headers(answer, max(0, remaining))
+
+
+def _caching_headers(answer: OCSPAnswer, max_age: int) -> Headers:
+    """RFC 5019 §6.2 headers, then Content-Length and Content-Type."""
+    assert answer.this_update is not None
+    assert answer.next_update is not None
+    return [
+        (b"cache-control", b"public, max-age=%d, no-transform, must-revalidate" % max_age),
+        (b"etag", f'"{hashlib.sha256(answer.der).hexdigest()[:32]}"'.encode()),
+        (b"last-modified", http_date(answer.this_update).encode()),
+        (b"expires", http_date(answer.next_update).encode()),
+        (b"content-length", b"%d" % len(answer.der)),
+        (b"content-type", _OCSP_RESPONSE),
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import pytest
@@ -16,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from app.api.apps import create_public_app, create_public_asgi
 from app.api.limits import MAX_BODY_BYTES
+from app.api.ocsp_http import response_headers
 from app.services.container import Services
 from app.services.ocsp import OCSPAnswer
 from tests.helpers import enroll_via_services
@@ -142,3 +144,25 @@ def test_a_body_over_the_limit_is_malformed_behind_the_fast_path(fast: TestClien
     assert answer.status_code == 200, answer.text
     response = ocsp.load_der_ocsp_response(answer.content)
     assert response.response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+@pytest.mark.parametrize(
+    ("seconds_left", "max_age"),
+    [
+        pytest.param(12 * 3600, 300, id="hours left: 300 s"),
+        pytest.param(120, 120, id="2 minutes left: 120 s"),
+        pytest.param(-5, 0, id="past nextUpdate: 0"),
+    ],
+)
+def test_max_age_never_passes_next_update(seconds_left: int, max_age: int) -> None:
+    """RFC 5019 §6.2: caches may keep an answer until nextUpdate, MintCA says at most 300 s."""
+    this_update = datetime(2026, 1, 1, tzinfo=UTC)
+    next_update = this_update + timedelta(hours=12)
+    answer = OCSPAnswer(b"\x30\x03\x0a\x01\x00", this_update, next_update, cacheable=True)
+    now = next_update - timedelta(seconds=seconds_left)
+    for _ in range(2):  # the second time from the header cache
+        headers = dict(response_headers(answer, now=now))
+        assert headers[b"cache-control"] == (
+            b"public, max-age=%d, no-transform, must-revalidate" % max_age
+        )
+        assert headers[b"expires"] == b"Thu, 01 Jan 2026 12:00:00 GMT"
