@@ -10,6 +10,7 @@ producedAt and the nonce. Anything else is left to the full codec in `app.ca.ocs
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -62,6 +63,13 @@ def _encode(tag: int, contents: bytes) -> bytes:
         return bytes((tag, size)) + contents
     length = size.to_bytes((size.bit_length() + 7) // 8, "big")
     return bytes((tag, 0x80 | len(length))) + length + contents
+
+
+@functools.lru_cache(maxsize=4)
+def _generalized_time(moment: datetime) -> bytes:
+    """GeneralizedTime, Zulu, whole seconds (RFC 5280 §4.1.2.5.2); the last few are kept,
+    since every answer signed within one second carries the same."""
+    return _encode(0x18, moment.astimezone(UTC).strftime("%Y%m%d%H%M%SZ").encode())
 
 
 def split_nonce_request(der: bytes) -> tuple[bytes, bytes] | None:
@@ -139,13 +147,11 @@ class ResponseTemplate:
 
     def tbs_with_nonce(self, produced_at: datetime, nonce_extn_value: bytes) -> bytes:
         """ResponseData as `app.ca.ocsp.build_ocsp_response` encodes it with this nonce."""
-        # GeneralizedTime, Zulu, whole seconds (RFC 5280 §4.1.2.5.2).
-        when = produced_at.astimezone(UTC).strftime("%Y%m%d%H%M%SZ").encode()
         extension = _encode(_SEQUENCE, _NONCE_OID_TLV + _encode(_OCTET_STRING, nonce_extn_value))
         return _encode(
             _SEQUENCE,
             self.responder_id
-            + _encode(0x18, when)
+            + _generalized_time(produced_at)
             + self.responses
             + _encode(_RESPONSE_EXTENSIONS, _encode(_SEQUENCE, extension)),
         )

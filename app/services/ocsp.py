@@ -207,7 +207,8 @@ class OCSPService:
 
     def _with_nonce(self, entry: _Cached, nonce_extn_value: bytes) -> OCSPAnswer:
         assert entry.template is not None
-        der = entry.template.sign_with_nonce(self._clock.now(), nonce_extn_value)
+        produced_at = self._clock.now().replace(microsecond=0)  # the same key within a second
+        der = entry.template.sign_with_nonce(produced_at, nonce_extn_value)
         answer = entry.answer
         return OCSPAnswer(der, answer.this_update, answer.next_update, statuses=answer.statuses)
 
