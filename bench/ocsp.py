@@ -5,7 +5,8 @@
 Makes a CA with 100 certificates (10 revoked), starts `mintca serve` (timing serve → /ready)
 and `openssl ocsp -index` over the same serials (one process, then `-multi 2`), loads each
 with wrk (bench/ocsp_requests.lua) and prints a markdown table with MintCA's ratio to each.
-Bounded: a few seconds per wrk run, about a minute in all.
+Each server is run `--rounds` times per workload, interleaved, and the median run is shown.
+Bounded: a few seconds per wrk run, about three minutes in all.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: str
+
+
+def median(results: list[Load]) -> Load:
+    """The run with the median requests/s (its latencies with it)."""
+    return sorted(results, key=lambda result: result.rate)[len(results) // 2]
 
 
 def free_port() -> int:
@@ -304,6 +310,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="runs per server; medians shown")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/ocsp.py needs wrk (Debian package wrk)")
@@ -359,17 +366,23 @@ def main() -> None:
             check_answer(f"{public_url}/ocsp", with_nonce[0], get=False)
             sampler = RSSSampler(worker_pids(server.pid))
             sampler.start()
-            # Each workload on the three servers back to back: load from other processes on
-            # the machine moves all three alike, and only ratios from one run count.
+            # Each workload on the three servers back to back, `rounds` times: load from other
+            # processes on the machine moves all three alike, and only ratios from one run count.
             for name, (mintca_lines, openssl_lines) in workloads.items():
-                requests = write_requests(tmp / "mintca.txt", mintca_lines)
-                wrk(f"{public_url}/ocsp", requests, seconds=1, connections=args.connections)
-                rows[name] = {"MintCA": wrk(f"{public_url}/ocsp", requests, **load)}
-                requests = write_requests(tmp / "openssl.txt", openssl_lines)
-                for label, multi in (("openssl", 1), ("openssl -multi 2", 2)):
-                    rows[name][label] = run_openssl(
-                        index, issuer_pem, signer, multi, requests, plain[0], load
-                    )
+                mintca_requests = write_requests(tmp / "mintca.txt", mintca_lines)
+                openssl_requests = write_requests(tmp / "openssl.txt", openssl_lines)
+                wrk(f"{public_url}/ocsp", mintca_requests, seconds=1, connections=20)
+                runs: dict[str, list[Load]] = {}
+                for _ in range(args.rounds):
+                    url = f"{public_url}/ocsp"
+                    runs.setdefault("MintCA", []).append(wrk(url, mintca_requests, **load))
+                    for label, multi in (("openssl", 1), ("openssl -multi 2", 2)):
+                        runs.setdefault(label, []).append(
+                            run_openssl(
+                                index, issuer_pem, signer, multi, openssl_requests, plain[0], load
+                            )
+                        )
+                rows[name] = {label: median(results) for label, results in runs.items()}
             sampler.stop.set()
         finally:
             stop_group(server)
@@ -383,7 +396,8 @@ def print_table(
     rss: list[float],
 ) -> None:
     print(
-        f"\nMintCA with {args.workers} workers; wrk -t2 -c{args.connections} -d{args.seconds}s; "
+        f"\nMintCA with {args.workers} workers; wrk -t2 -c{args.connections} -d{args.seconds}s, "
+        f"median of {args.rounds} runs per server; "
         f"{SERIALS} serials, {100 // REVOKED_EVERY} % revoked; {os.cpu_count()} CPUs\n"
     )
     print("| workload | server | requests/s | p50 ms | p99 ms | MintCA ÷ this |")
