@@ -60,6 +60,12 @@ def on_status_change(db: Database, callback: Callable[[], None]) -> Callable[[],
     return remove
 
 
+def mark_status_changed(session: Session) -> None:
+    """Say that this transaction changes certificate statuses, for writes the events below
+    cannot see (raw SQL text, or a connection used without the Session)."""
+    _mark(session)
+
+
 def _mark(session: Session) -> None:
     if session.info.get(_FLAG):
         return
@@ -128,18 +134,22 @@ class StatusListener:
         self._thread.join(timeout=2)
 
     def _run(self) -> None:
-        reconnecting = False
+        reconnecting, failing = False, False
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     if reconnecting:
                         self._callback()
-                    reconnecting = True
+                    if failing:
+                        log.warning("status listener reconnected to PostgreSQL")
+                    reconnecting, failing = True, False
                     while not self._stop.is_set():
                         for notify in conn.notifies(timeout=RECONNECT_SECONDS):
                             if notify.payload != self._origin:
                                 self._callback()
-            except psycopg.Error:
-                log.warning("status listener lost PostgreSQL; reconnecting", exc_info=True)
+            except psycopg.Error as error:
+                if not failing:  # once per outage, not every retry
+                    log.warning("status listener lost PostgreSQL (%s); retrying", error)
+                failing = True
                 self._stop.wait(RECONNECT_SECONDS)

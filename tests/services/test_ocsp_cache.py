@@ -16,11 +16,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from app.ca.ocsp import MAX_CERT_IDS
 from app.clock import FixedClock
 from app.config import Settings
+from app.db.status_events import CHANNEL, StatusListener
 from app.services.container import Services
 from app.services.enrollment import IssuedCertificate
 from app.services.ocsp import OCSPService
@@ -299,3 +301,37 @@ def test_reason_unspecified_is_absent_in_ocsp_as_on_the_crl(
     assert entry is not None
     reasons = [e for e in entry.extensions if isinstance(e.value, x509.CRLReason)]
     assert reasons == [], "the CRL entry carries no reason code for unspecified either"
+
+
+def test_a_listener_that_lost_postgresql_reports_a_possible_change_when_back(
+    services: Services,
+) -> None:
+    """A notification sent while the listener was away is lost; so reconnecting counts as a
+    change (and empties the caches), never as silence."""
+    if services.db.is_sqlite:
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
+    calls: list[int] = []
+    listener = StatusListener(services.db, lambda: calls.append(1))
+    listener.start()
+    try:
+        deadline = time.monotonic() + 5
+        terminated = 0
+        # Two listening connections: the Services' own and this listener's.
+        while terminated < 2 and time.monotonic() < deadline:
+            with services.db.write() as session:
+                terminated = len(
+                    session.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND query = :listen"
+                        ),
+                        {"listen": f"LISTEN {CHANNEL}"},
+                    ).all()
+                )
+            time.sleep(0.05)
+        assert terminated >= 2, "this listener never connected"
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert calls, "the listener came back without reporting a possible change"
+    finally:
+        listener.stop()
