@@ -26,10 +26,23 @@ Headers = list[tuple[bytes, bytes]]
 _static: dict[bytes, Headers] = {}
 
 
-@functools.lru_cache(maxsize=4096)
+_DECODED_KEPT_CHARS = 1024  # a one-CertID request is ~150; longer ones are not memoised
+
+
 def decode_get_request(encoded: str) -> bytes | None:
     """The DER of `GET /ocsp/{encoded}`: base64, URL-encoded or not (RFC 6960 §A.1); None
-    when it is not base64."""
+    when it is not base64. Short paths are memoised (a repeated GET skips the decoding)."""
+    if len(encoded) <= _DECODED_KEPT_CHARS:
+        return _decode_memoised(encoded)
+    return _decode(encoded)
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_memoised(encoded: str) -> bytes | None:
+    return _decode(encoded)
+
+
+def _decode(encoded: str) -> bytes | None:
     text = unquote(encoded).strip()
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)

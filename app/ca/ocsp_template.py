@@ -119,6 +119,11 @@ class ResponseTemplate:
     certs: bytes  # the [0] EXPLICIT certs element, or b""
     signer: Signer
 
+    @property
+    def size(self) -> int:
+        """Bytes held, for the cache's bound."""
+        return len(self.responder_id) + len(self.responses) + len(self.certs) + 64
+
     @classmethod
     def of(cls, response_der: bytes, signer: Signer) -> ResponseTemplate:
         """Cut a successful, nonce-less OCSPResponse that `signer` signed into its parts.

@@ -37,9 +37,9 @@ from app.services.status_signal import StatusSignal
 log = logging.getLogger(__name__)
 
 HASH_ALGORITHMS = ("sha1", "sha256", "sha384", "sha512")
-# Bound on the cache per worker (issue 12): with at most MAX_CERT_IDS CertIDs an answer is a
-# few KB, so this holds tens of thousands of answers; the oldest entry goes first.
-CACHE_MAX_BYTES = 32 * 1024 * 1024
+# Bound on the cache per worker (issue 12): an entry of one CertID (key, answer, the parts a
+# nonce answer reuses) is about 2.5 KB, so this holds some 6,000; the oldest goes first.
+CACHE_MAX_BYTES = 16 * 1024 * 1024
 _ENTRY_OVERHEAD_BYTES = 512  # the entry's objects and dict slot, roughly
 
 
@@ -218,12 +218,9 @@ class OCSPService:
         """Cache an answer signed from statuses read after `generation` was: if a status
         changed since, the answer may be stale and is not kept. The check and the insert
         hold the lock that _flush takes, so no flush can slip between them."""
-        entry = _Cached(
-            answer,
-            now + self._validity / 2,
-            ResponseTemplate.of(answer.der, signer),
-            len(key) + len(answer.der) + _ENTRY_OVERHEAD_BYTES,
-        )
+        template = ResponseTemplate.of(answer.der, signer)
+        size = len(key) + len(answer.der) + template.size + _ENTRY_OVERHEAD_BYTES
+        entry = _Cached(answer, now + self._validity / 2, template, size)
         with self._lock:
             if self._signal.value() != generation or self._generation != generation:
                 return

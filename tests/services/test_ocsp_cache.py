@@ -205,7 +205,7 @@ def test_answers_are_served_while_the_database_is_down_until_they_expire(
 def test_the_cache_is_bounded_in_bytes(
     services: Services, clock: FixedClock, leaf: IssuedCertificate, issuing_ca: x509.Certificate
 ) -> None:
-    limit = 3000  # room for two answers of about 1 KB with their keys
+    limit = 3000  # room for one entry (about 2.3 KB: key, answer and its reusable parts)
     bounded = OCSPService(
         services.db,
         clock,
