@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
+from starlette.types import ASGIApp
 
 from app.api.deps import get_peer, require_declared_role, require_json_writes
 from app.api.limits import BodySizeLimit
+from app.api.ocsp_fast import OCSPFastPath
 from app.api.problems import install_problem_handlers
 from app.api.request_metrics import RequestMetrics
 from app.api.routes.mtls import admin, docs, renew, roles
@@ -31,22 +33,38 @@ MTLS_ROUTERS: tuple[APIRouter, ...] = (
 
 
 def _app(
-    services: Services, title: str, routers: tuple[APIRouter, ...], listener: str, **kwargs: Any
+    services: Services,
+    title: str,
+    routers: tuple[APIRouter, ...],
+    listener: str | None,
+    **kwargs: Any,
 ) -> FastAPI:
+    """`listener` names the app in the latency histogram; None leaves timing to a layer
+    outside the app."""
     app = FastAPI(title=title, version="0.1.0", **kwargs)
     app.state.services = services
     install_problem_handlers(app)
     for router in routers:
         app.include_router(router)
     app.add_middleware(BodySizeLimit)
-    # Added last, so outermost (after Starlette's error handler): it times whole requests.
-    app.add_middleware(RequestMetrics, listener=listener)
+    if listener is not None:
+        # Added last, so outermost (after Starlette's error handler): it times whole requests.
+        app.add_middleware(RequestMetrics, listener=listener)
     return app
 
 
-def create_public_app(services: Services) -> FastAPI:
+def create_public_app(services: Services, *, timed: bool = True) -> FastAPI:
     """CA files, CRLs, OCSP, certificate status, enrollment with a token, health."""
-    return _app(services, "MintCA public API", PUBLIC_ROUTERS, "public")
+    return _app(services, "MintCA public API", PUBLIC_ROUTERS, "public" if timed else None)
+
+
+def create_public_asgi(services: Services) -> ASGIApp:
+    """What the public listener serves: the public app behind the OCSP fast path, both timed
+    by one RequestMetrics layer (answers from the cache are requests too)."""
+    fast_path = OCSPFastPath(
+        create_public_app(services, timed=False), services.ocsp, services.clock
+    )
+    return RequestMetrics(fast_path, listener="public")
 
 
 def create_mtls_app(services: Services) -> FastAPI:

@@ -33,6 +33,10 @@ _NONCE_OID = "1.3.6.1.5.5.7.48.1.2"  # id-pkix-ocsp-nonce, RFC 6960 §4.4.1
 # RFC 9654 §2.1 allows 1 to 128 octets (RFC 8954 had 32); outside that, malformedRequest as
 # RFC 8954 §2.1 required.
 _MAX_NONCE_OCTETS = 128
+# Work limit per request (issue 12): 1,000 CertIDs cost about a second of CPU to answer. RFC 6960
+# sets no bound; RFC 5019 §2.1.1 profiles one CertID per request. More than this is answered
+# malformedRequest, the status the RFC gives a request the responder will not process as sent.
+MAX_CERT_IDS = 20
 
 # Signature AlgorithmIdentifiers the Signer may name. RSA PKCS#1 v1.5 carries NULL parameters
 # (RFC 4055 §5); ECDSA (RFC 5758 §3.2) and EdDSA (RFC 8410 §3) carry none.
@@ -165,8 +169,13 @@ def _load_ocsp_request(der: bytes) -> OCSPRequestInfo:
     if tbs["version"].native != "v1":
         raise MalformedOCSPRequestError("only OCSP version 1 is defined (RFC 6960 §4.1.1)")
     _ = tbs["requestor_name"].native  # decoded only to reject a garbled field
+    request_list = tbs["request_list"]
+    if len(request_list) > MAX_CERT_IDS:
+        raise MalformedOCSPRequestError(
+            f"at most {MAX_CERT_IDS} certificates per request, not {len(request_list)}"
+        )
     cert_ids: list[CertID] = []
-    for single in tbs["request_list"]:
+    for single in request_list:
         _check_extensions(single["single_request_extensions"], understood=())
         cert_ids.append(_parse_cert_id(single["req_cert"]))
     if not cert_ids:
@@ -335,8 +344,11 @@ def _single_response(status: SingleStatus) -> Any:
     if status.status == "revoked":
         assert status.revoked_at is not None  # checked in SingleStatus.__post_init__
         revoked: dict[str, Any] = {"revocation_time": _generalized_time(status.revoked_at)}
-        if status.revocation_reason is not None:
-            revoked["revocation_reason"] = _REASON_CODES[status.revocation_reason]
+        # RFC 5280 §5.3.1: reason `unspecified` is left out, as on MintCA's CRLs, so a relying
+        # party sees the same entry whichever of the two it asks.
+        reason = status.revocation_reason
+        if reason is not None and reason != x509.ReasonFlags.unspecified:
+            revoked["revocation_reason"] = _REASON_CODES[reason]
         cert_status = asn1_ocsp.CertStatus(name="revoked", value=asn1_ocsp.RevokedInfo(revoked))
     elif status.status == "good":
         cert_status = asn1_ocsp.CertStatus(name="good", value=asn1_ocsp.StatusGood())

@@ -23,6 +23,7 @@ from app.services.responders import ResponderService
 from app.services.revocation import RevocationService
 from app.services.roles import RoleService
 from app.services.server_cert import ServerCertificateService
+from app.services.status_signal import GENERATION_FILE, StatusSignal
 from app.services.tokens import TokenService
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,12 @@ class Services:
         )
         self.crls = CRLService(self.db, self.clock, self.keyring, endpoints, settings.crl_validity)
         self.revocation = RevocationService(self.db, self.clock, self.crls)
-        self.responders = ResponderService(self.db, self.clock, self.keyring, endpoints)
+        # Changes with every committed revocation, hold or unhold, on any worker or host.
+        self.status_signal = StatusSignal(settings.data_dir / GENERATION_FILE)
+        self.status_signal.watch(self.db)
+        self.responders = ResponderService(
+            self.db, self.clock, self.keyring, endpoints, signal=self.status_signal
+        )
         self.ocsp = OCSPService(
             self.db,
             self.clock,
@@ -53,6 +59,7 @@ class Services:
             self.responders,
             validity=settings.ocsp_validity,
             delegated=settings.ocsp_signer == "delegated",
+            signal=self.status_signal,
         )
         self.peers = PeerService(self.db, self.clock)
         self.roles = RoleService(self.db, self.clock, self.keyring, endpoints)
@@ -77,4 +84,5 @@ class Services:
         return True
 
     def close(self) -> None:
+        self.status_signal.close()
         self.db.dispose()

@@ -1,11 +1,11 @@
 """The OCSP responder (RFC 6960, RFC 5019 profile): statuses from the database, answers to
-nonce-less requests pre-signed and cached until a status they show changes."""
+nonce-less requests pre-signed and cached by the request's DER until any certificate status
+changes (the status generation, app.services.status_signal) or half their validity passes."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,12 +15,15 @@ from app.ca.ocsp import (
     MalformedOCSPRequestError,
     OCSPRequestInfo,
     SingleStatus,
+    UnsuccessfulStatus,
     build_ocsp_response,
     build_unsuccessful_response,
     issuer_hashes,
     load_ocsp_request,
 )
+from app.ca.ocsp_template import ResponseTemplate, split_nonce_request
 from app.ca.serials import format_serial
+from app.ca.signer import Signer
 from app.clock import Clock
 from app.db import certificates as certificate_queries
 from app.db.certificates import RevocationState
@@ -28,13 +31,16 @@ from app.db.engine import Database
 from app.services.crls import REASON_BY_NAME
 from app.services.keyring import Authority, Keyring
 from app.services.responders import ResponderService
+from app.services.status_signal import StatusSignal
+from app.services.telemetry import count_ocsp_answer
 
 log = logging.getLogger(__name__)
 
 HASH_ALGORITHMS = ("sha1", "sha256", "sha384", "sha512")
-CACHE_ENTRIES = 10_000
-# What a status snapshot is compared on: a cached answer is reused only while it is true.
-Snapshot = tuple[tuple[str, datetime | None, str | None], ...]
+# Bound on the cache per worker (issue 12): an entry of one CertID (key, answer, the parts a
+# nonce answer reuses) is about 2.5 KB, so this holds some 6,000; the oldest goes first.
+CACHE_MAX_BYTES = 16 * 1024 * 1024
+_ENTRY_OVERHEAD_BYTES = 512  # the entry's objects and dict slot, roughly
 
 
 @dataclass(frozen=True)
@@ -43,13 +49,28 @@ class OCSPAnswer:
     this_update: datetime | None = None
     next_update: datetime | None = None
     cacheable: bool = False  # true for signed, nonce-less answers (RFC 5019 caching headers)
+    # What the answer says, for metrics: a status per CertID, or the unsuccessful status.
+    statuses: tuple[str, ...] = ()
+
+
+# The unsuccessful statuses MintCA sends (RFC 6960 §4.2.1), as metric labels.
+_UNSUCCESSFUL_NAMES: dict[UnsuccessfulStatus, str] = {
+    "malformed_request": "malformed_request",
+    "internal_error": "internal_error",
+    "unauthorized": "unauthorized",
+}
+
+
+def _unsuccessful(status: UnsuccessfulStatus) -> OCSPAnswer:
+    return OCSPAnswer(build_unsuccessful_response(status), statuses=(_UNSUCCESSFUL_NAMES[status],))
 
 
 @dataclass(frozen=True)
 class _Cached:
-    snapshot: Snapshot
     answer: OCSPAnswer
     refresh_after: datetime
+    template: ResponseTemplate | None
+    size: int
 
 
 class OCSPService:
@@ -62,6 +83,8 @@ class OCSPService:
         *,
         validity: timedelta,
         delegated: bool,
+        signal: StatusSignal | None = None,
+        cache_max_bytes: int = CACHE_MAX_BYTES,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -69,47 +92,148 @@ class OCSPService:
         self._responders = responders
         self._validity = validity
         self._delegated = delegated
+        self._signal = signal or StatusSignal(None)
+        self._cache_max_bytes = cache_max_bytes
         self._lock = threading.Lock()
-        self._cache: OrderedDict[bytes, _Cached] = OrderedDict()
+        self._cache: dict[bytes, _Cached] = {}
+        self._cache_bytes = 0
+        self._generation = self._signal.value()
         self._issuers: dict[tuple[str, bytes, bytes], str] = {}
         self._issuers_of: frozenset[str] = frozenset()
 
+    @property
+    def cache_bytes(self) -> int:
+        return self._cache_bytes
+
+    def answer_cached(self, request_der: bytes) -> OCSPAnswer | None:
+        """The fast path: the pre-signed answer to these exact request bytes, or for a request
+        that only adds a nonce to them, that answer signed afresh with the nonce; no ASN.1
+        parsing, no database. None when the full path (`respond`) must answer."""
+        entry = self._fresh(request_der)
+        if entry is not None:
+            answer = entry.answer
+        else:
+            twin = split_nonce_request(request_der)
+            if twin is None:
+                return None
+            entry = self._fresh(twin[0])
+            if entry is None or entry.template is None:
+                return None
+            answer = self._with_nonce(entry, twin[1])
+        count_ocsp_answer(answer.statuses)  # /metrics, on the fast path too
+        return answer
+
     def respond(self, request_der: bytes) -> OCSPAnswer:
         """Answer any bytes with an OCSP response: never raises."""
+        answer = self._respond_any(request_der)
+        count_ocsp_answer(answer.statuses)  # /metrics, on the fast path too
+        return answer
+
+    def _respond_any(self, request_der: bytes) -> OCSPAnswer:
+        generation = self._signal.value()  # before the database read: see _store
+        cached = self._fresh(request_der)
+        if cached is not None:
+            return cached.answer
         try:
             request = load_ocsp_request(request_der)
         except MalformedOCSPRequestError:
-            return OCSPAnswer(build_unsuccessful_response("malformed_request"))
+            return _unsuccessful("malformed_request")
         try:
-            return self._respond(request)
+            return self._respond(request, request_der, generation)
         except Exception:
+            # The database (or the responder's renewal) failed: a pre-signed answer that is
+            # still valid is still true, since no status can change while nothing commits.
+            fallback = self._still_valid(request_der)
+            if fallback is not None:
+                log.warning("OCSP answered from cache: the full path failed", exc_info=True)
+                return fallback
             log.exception("OCSP request failed")
-            return OCSPAnswer(build_unsuccessful_response("internal_error"))
+            return _unsuccessful("internal_error")
 
-    def _respond(self, request: OCSPRequestInfo) -> OCSPAnswer:
+    def _respond(self, request: OCSPRequestInfo, request_der: bytes, generation: int) -> OCSPAnswer:
         ca_ids = {self._issuer_of(cert_id) for cert_id in request.cert_ids}
         # One response has one signer, so all CertIDs must name the same CA we run.
         if len(ca_ids) != 1 or None in ca_ids:
-            return OCSPAnswer(build_unsuccessful_response("unauthorized"))
+            return _unsuccessful("unauthorized")
         authority = self._keyring.get(str(ca_ids.pop()))
         serials = [format_serial(cert_id.serial_number) for cert_id in request.cert_ids]
         with self._db.read() as session:
             states = certificate_queries.revocation_states(session, authority.ca_id, serials)
-        snapshot: Snapshot = tuple((s, *states.get(s, (None, "?"))) for s in serials)
         now = self._clock.now()
-        key = request.cache_key() if request.nonce is None else None
-        if key is not None:
-            cached = self._cache.get(key)
-            if cached is not None and cached.snapshot == snapshot and now < cached.refresh_after:
-                return cached.answer
-        answer = self._sign(authority, request, states, now)
-        if key is not None:
-            with self._lock:
-                self._cache[key] = _Cached(snapshot, answer, now + self._validity / 2)
-                self._cache.move_to_end(key)
-                while len(self._cache) > CACHE_ENTRIES:
-                    self._cache.popitem(last=False)
+        answer, signer = self._sign(authority, request, states, now)
+        if request.nonce is None:
+            self._store(request_der, answer, signer, generation, now)
+            return answer
+        twin = split_nonce_request(request_der)
+        if twin is not None and self._fresh(twin[0]) is None:
+            # Pre-sign the nonce-less twin, so the next nonce request for these CertIDs only
+            # signs (answer_cached).
+            plain = OCSPRequestInfo(cert_ids=request.cert_ids, nonce=None)
+            twin_answer, twin_signer = self._sign(authority, plain, states, now)
+            self._store(twin[0], twin_answer, twin_signer, generation, now)
         return answer
+
+    def _fresh(self, key: bytes) -> _Cached | None:
+        """The cached entry for `key` if no status changed since it was signed and it is
+        younger than half its validity."""
+        generation = self._signal.value()
+        if generation != self._generation:
+            self._flush(generation)
+            return None
+        entry = self._cache.get(key)
+        if entry is None or self._clock.now() >= entry.refresh_after:
+            return None
+        return entry
+
+    def _still_valid(self, request_der: bytes) -> OCSPAnswer | None:
+        """A cached answer still inside its validity, for when the full path fails."""
+        if self._signal.value() != self._generation:
+            return None
+        now = self._clock.now()
+        entry = self._cache.get(request_der)
+        if entry is not None and entry.answer.next_update and now < entry.answer.next_update:
+            return entry.answer
+        twin = split_nonce_request(request_der)
+        entry = self._cache.get(twin[0]) if twin else None
+        if twin is None or entry is None or entry.template is None:
+            return None
+        if entry.answer.next_update and now < entry.answer.next_update:
+            return self._with_nonce(entry, twin[1])
+        return None
+
+    def _with_nonce(self, entry: _Cached, nonce_extn_value: bytes) -> OCSPAnswer:
+        assert entry.template is not None
+        produced_at = self._clock.now().replace(microsecond=0)  # the same key within a second
+        der = entry.template.sign_with_nonce(produced_at, nonce_extn_value)
+        answer = entry.answer
+        return OCSPAnswer(der, answer.this_update, answer.next_update, statuses=answer.statuses)
+
+    def _store(
+        self, key: bytes, answer: OCSPAnswer, signer: Signer, generation: int, now: datetime
+    ) -> None:
+        """Cache an answer signed from statuses read after `generation` was: if a status
+        changed since, the answer may be stale and is not kept. The check and the insert
+        hold the lock that _flush takes, so no flush can slip between them."""
+        template = ResponseTemplate.of(answer.der, signer)
+        size = len(key) + len(answer.der) + template.size + _ENTRY_OVERHEAD_BYTES
+        entry = _Cached(answer, now + self._validity / 2, template, size)
+        with self._lock:
+            if self._signal.value() != generation or self._generation != generation:
+                return
+            previous = self._cache.pop(key, None)
+            if previous is not None:
+                self._cache_bytes -= previous.size
+            self._cache[key] = entry
+            self._cache_bytes += entry.size
+            while self._cache_bytes > self._cache_max_bytes:
+                oldest = next(iter(self._cache))
+                self._cache_bytes -= self._cache.pop(oldest).size
+
+    def _flush(self, generation: int) -> None:
+        with self._lock:
+            self._cache = {}
+            self._cache_bytes = 0
+            self._generation = generation
 
     def _sign(
         self,
@@ -117,7 +241,7 @@ class OCSPService:
         request: OCSPRequestInfo,
         states: dict[str, RevocationState],
         now: datetime,
-    ) -> OCSPAnswer:
+    ) -> tuple[OCSPAnswer, Signer]:
         this_update = now.replace(microsecond=0)
         next_update = this_update + self._validity
         # Issuing CAs live in the `cas` table, not `certificates`: their root vouches for them.
@@ -150,7 +274,14 @@ class OCSPService:
             nonce=request.nonce,
             certs=certs,
         )
-        return OCSPAnswer(der, this_update, next_update, cacheable=request.nonce is None)
+        answer = OCSPAnswer(
+            der,
+            this_update,
+            next_update,
+            cacheable=request.nonce is None,
+            statuses=tuple(s.status for s in statuses),
+        )
+        return answer, signer
 
     def _issuer_of(self, cert_id: CertID) -> str | None:
         known = frozenset(a.ca_id for a in self._keyring.all())

@@ -8,8 +8,8 @@ scrape reads it (app.services.metrics)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
-from cryptography.x509 import ocsp
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -34,15 +34,6 @@ HTTP_REQUEST_DURATION = Histogram(
     registry=EVENTS,
 )
 
-# RFC 6960 §4.2.1 OCSPResponseStatus values, by their codes.
-_RESPONSE_STATUS = {
-    0: "successful",
-    1: "malformed_request",
-    2: "internal_error",
-    3: "try_later",
-    5: "sig_required",
-    6: "unauthorized",
-}
 # When one answer covers several certificates, it is counted under the gravest status.
 _GRAVITY = {"good": 0, "unknown": 1, "revoked": 2}
 
@@ -53,19 +44,11 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_DIR_ENV) or None
 
 
-def count_ocsp_answer(der: bytes) -> None:
-    """Count one OCSP answer by its status. Works on the DER alone, so any layer that sends
-    OCSP answers (the route, a raw ASGI fast path, a cache) can call it."""
-    OCSP_RESPONSES.labels(ocsp_answer_status(der)).inc()
+def count_ocsp_answer(statuses: Sequence[str]) -> None:
+    """Count one OCSP answer: the certificate statuses it carries (one per CertID) or its one
+    error status. An answer about several certificates counts once, under the gravest."""
+    OCSP_RESPONSES.labels(max(statuses, key=_gravity, default="successful")).inc()
 
 
-def ocsp_answer_status(der: bytes) -> str:
-    # An unsuccessful OCSPResponse is SEQUENCE { ENUMERATED status } and nothing else.
-    if len(der) == 5 and der[:4] == b"\x30\x03\x0a\x01":
-        return _RESPONSE_STATUS.get(der[4], "unknown_error")
-    try:
-        response = ocsp.load_der_ocsp_response(der)
-        statuses = [single.certificate_status.name.lower() for single in response.responses]
-    except ValueError:
-        return "unparsable"
-    return max(statuses, key=lambda status: _GRAVITY.get(status, 0), default="successful")
+def _gravity(status: str) -> int:
+    return _GRAVITY.get(status, len(_GRAVITY))

@@ -23,7 +23,7 @@ from app.db.stats import RENEWAL_ACTION
 from app.services.audit import record
 from app.services.container import Services
 from app.services.metrics import MetricsService
-from app.services.telemetry import ocsp_answer_status
+from app.services.telemetry import EVENTS, count_ocsp_answer
 from tests.api.conftest import CSRTools, TokenFactory
 
 pytestmark = pytest.mark.db
@@ -243,7 +243,7 @@ def test_a_database_outage_still_answers_and_says_so(tmp_path: Path, clock: Fixe
     assert "mintca_certificates_issued_total" not in samples, text
 
 
-def test_ocsp_answer_status_of_signed_answers(
+def test_ocsp_answers_carry_their_certificate_statuses(
     services: Services,
     public_client: TestClient,
     admin_client: TestClient,
@@ -262,26 +262,32 @@ def test_ocsp_answer_status_of_signed_answers(
         .public_bytes(serialization.Encoding.DER)
     )
 
-    assert ocsp_answer_status(services.ocsp.respond(known).der) == "good"
-    assert ocsp_answer_status(services.ocsp.respond(never_issued).der) == "unknown"
+    assert services.ocsp.respond(known).statuses == ("good",)
+    assert services.ocsp.respond(never_issued).statuses == ("unknown",)
+    assert services.ocsp.respond(b"not DER").statuses == ("malformed_request",)
     admin_client.post(
         f"/admin/certificates/{issued['serial']}/revoke", json={"reason": "superseded"}
     )
-    assert ocsp_answer_status(services.ocsp.respond(known).der) == "revoked"
-
-
-def _unsuccessful(code: int) -> bytes:
-    return bytes([0x30, 0x03, 0x0A, 0x01, code])
+    assert services.ocsp.respond(known).statuses == ("revoked",)
 
 
 @pytest.mark.parametrize(
-    ("der", "status"),
+    ("statuses", "counted"),
     [
-        pytest.param(_unsuccessful(1), "malformed_request", id="malformedRequest"),
-        pytest.param(_unsuccessful(2), "internal_error", id="internalError"),
-        pytest.param(_unsuccessful(6), "unauthorized", id="unauthorized"),
-        pytest.param(b"\x30\x00", "unparsable", id="not an OCSPResponse"),
+        pytest.param(("good",), "good", id="good"),
+        pytest.param(("good", "unknown"), "unknown", id="good and unknown: unknown"),
+        pytest.param(("unknown", "revoked", "good"), "revoked", id="any revoked: revoked"),
+        pytest.param(("malformed_request",), "malformed_request", id="malformedRequest"),
+        pytest.param(("unauthorized",), "unauthorized", id="unauthorized"),
     ],
 )
-def test_ocsp_answer_status_of_error_answers(der: bytes, status: str) -> None:
-    assert ocsp_answer_status(der) == status
+def test_an_answer_counts_once_under_its_gravest_status(
+    statuses: tuple[str, ...], counted: str
+) -> None:
+    def total(status: str) -> float:
+        return EVENTS.get_sample_value("mintca_ocsp_responses_total", {"status": status}) or 0.0
+
+    before = {s: total(s) for s in set(statuses) | {counted}}
+    count_ocsp_answer(statuses)
+    moved = {s: total(s) - before[s] for s in before}
+    assert moved == {s: (1 if s == counted else 0) for s in before}, moved

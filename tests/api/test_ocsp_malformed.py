@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from fastapi.testclient import TestClient
 
-from app.api.apps import create_public_app
+from app.api.apps import create_public_app, create_public_asgi
 from app.services.container import Services
 
 pytestmark = pytest.mark.db
@@ -33,9 +33,14 @@ NONCE_OID = "1.3.6.1.5.5.7.48.1.2"
 MAX_BODY = 64 * 1024
 
 
-@pytest.fixture
-def client(services: Services) -> Iterator[TestClient]:
-    with TestClient(create_public_app(services)) as test_client:
+@pytest.fixture(
+    params=[
+        pytest.param(create_public_app, id="app"),
+        pytest.param(create_public_asgi, id="behind the fast path"),
+    ]
+)
+def client(services: Services, request: pytest.FixtureRequest) -> Iterator[TestClient]:
+    with TestClient(request.param(services)) as test_client:
         yield test_client
 
 

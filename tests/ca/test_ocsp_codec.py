@@ -430,7 +430,7 @@ def _single_status(
             "revoked",
             x509.ReasonFlags.unspecified,
             ocsp.OCSPCertStatus.REVOKED,
-            id="revoked-unspecified",
+            id="revoked-unspecified (no reason code)",
         ),
     ],
 )
@@ -463,7 +463,9 @@ def test_single_response_reads_back_with_cryptography(
         assert resp.revocation_time_utc == REVOKED_AT.replace(microsecond=0)
     else:
         assert resp.revocation_time_utc is None
-    assert resp.revocation_reason is reason
+    # RFC 5280 §5.3.1: `unspecified` is sent as no reason, as on the CRL.
+    expected_reason = None if reason is x509.ReasonFlags.unspecified else reason
+    assert resp.revocation_reason is expected_reason
     nonce = resp.extensions.get_extension_for_class(x509.OCSPNonce)
     assert nonce.value.nonce == NONCE
     assert not nonce.critical

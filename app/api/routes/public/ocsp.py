@@ -1,49 +1,38 @@
-"""The OCSP responder over HTTP (RFC 6960 appendix A, RFC 5019). Every outcome is DER."""
+"""The OCSP responder over HTTP (RFC 6960 appendix A, RFC 5019). Every outcome is DER.
+
+Nonce-less requests already answered, and nonce requests for the same certificates, are
+answered by `app.api.ocsp_fast.OCSPFastPath` before they reach these routes."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 from datetime import datetime
-from urllib.parse import unquote
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from app.api.deps import ServicesDep
-from app.api.media import OCSP_RESPONSE, http_date
+from app.api.media import OCSP_RESPONSE
+from app.api.ocsp_http import decode_get_request, response_headers
 from app.ca.ocsp import build_unsuccessful_response
 from app.errors import PayloadTooLargeError
 from app.services.ocsp import OCSPAnswer
 from app.services.telemetry import count_ocsp_answer
 
 router = APIRouter(tags=["ocsp"])
-# RFC 5019 §6.2 lets caches keep an answer until nextUpdate; MintCA re-signs at once on
-# revocation, so caches are told to come back after a few minutes.
-MAX_AGE_SECONDS = 300
 
 
 def _malformed() -> Response:
-    return _answer(
-        OCSPAnswer(build_unsuccessful_response("malformed_request")), now=None, get=False
-    )
+    """For what never reaches the OCSP service (an oversize body, a GET path that is not
+    base64); counted here as the service counts its own answers."""
+    count_ocsp_answer(("malformed_request",))
+    return Response(build_unsuccessful_response("malformed_request"), media_type=OCSP_RESPONSE)
 
 
-def _answer(answer: OCSPAnswer, *, now: datetime | None, get: bool) -> Response:
-    count_ocsp_answer(answer.der)  # /metrics: every OCSP answer sent, by status
-    headers = {}
-    if get and answer.cacheable and answer.this_update and answer.next_update and now:
-        remaining = int((answer.next_update - now).total_seconds())
-        headers = {
-            "Cache-Control": f"public, max-age={max(0, min(MAX_AGE_SECONDS, remaining))}, "
-            "no-transform, must-revalidate",
-            "ETag": f'"{hashlib.sha256(answer.der).hexdigest()[:32]}"',
-            "Last-Modified": http_date(answer.this_update),
-            "Expires": http_date(answer.next_update),
-        }
-    return Response(answer.der, media_type=OCSP_RESPONSE, headers=headers)
+def _answer(answer: OCSPAnswer, *, now: datetime | None) -> Response:
+    response = Response(answer.der)
+    response.raw_headers = response_headers(answer, now=now)
+    return response
 
 
 @router.post("/ocsp", response_class=Response)
@@ -53,16 +42,14 @@ async def ocsp_post(request: Request, services: ServicesDep) -> Response:
     except PayloadTooLargeError:
         return _malformed()
     answer = await run_in_threadpool(services.ocsp.respond, body)
-    return _answer(answer, now=None, get=False)
+    return _answer(answer, now=None)
 
 
 @router.get("/ocsp/{encoded:path}", response_class=Response)
 async def ocsp_get(encoded: str, services: ServicesDep) -> Response:
     """The request is base64 of the DER, URL-encoded or not (RFC 6960 §A.1)."""
-    text = unquote(encoded).strip()
-    try:
-        request_der = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
+    request_der = decode_get_request(encoded)
+    if request_der is None:
         return _malformed()
     answer = await run_in_threadpool(services.ocsp.respond, request_der)
-    return _answer(answer, now=services.clock.now(), get=True)
+    return _answer(answer, now=services.clock.now())
