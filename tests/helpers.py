@@ -1,10 +1,14 @@
-"""Small builders the test layers share: CSRs and enrollments through the service layer."""
+"""Small builders the test layers share: CSRs and enrollments through the service layer, and
+the check that an external tool is installed."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -68,3 +72,16 @@ def foreign_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certi
         .sign(key, hashes.SHA256())
     )
     return key, certificate
+
+
+def require_tools(*tools: str, package: str) -> None:
+    """Skip the calling test when a command-line tool is missing, except in CI (`CI=true`),
+    where `.ci/run` installs every tool the suite uses: there a missing tool fails the test,
+    so an interop check never stops running unnoticed."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if not missing:
+        return
+    message = f"{', '.join(missing)} not installed (Debian {package})"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message}; CI must install it (.ci/run)", pytrace=False)
+    pytest.skip(message)

@@ -183,9 +183,15 @@ def is_configured(settings: Settings) -> bool:
     return settings.pkcs11_module is not None
 
 
+# PKCS#11 login state belongs to the whole process (a second C_Login says
+# CKR_USER_ALREADY_LOGGED_IN), so each process opens a token once and shares it.
+_opened: dict[tuple[str, str], Token] = {}
+_opening = threading.Lock()
+
+
 def open_token(settings: Settings) -> Token | None:
-    """The configured token, logged in with the PIN from MINTCA_PKCS11_PIN_FILE; None when
-    MINTCA_PKCS11_MODULE is not set.
+    """The configured token, logged in with the PIN from MINTCA_PKCS11_PIN_FILE (once per
+    process); None when MINTCA_PKCS11_MODULE is not set.
 
     Raises:
         ConfigurationError: as one line, naming what is wrong (module, token, PIN file, PIN).
@@ -199,14 +205,24 @@ def open_token(settings: Settings) -> Token | None:
     pin = _read_pin(settings.pkcs11_pin_file)
     if not Path(module).is_file():
         raise ConfigurationError(f"MINTCA_PKCS11_MODULE: no PKCS#11 module at {module}")
+    with _opening:
+        token = _opened.get((str(module), label))
+        if token is None:
+            token = _opened[(str(module), label)] = _login(module, label, pin)
+    return token
+
+
+def _login(module: Path, label: str, pin: str) -> Token:
     try:
         token = pkcs11.lib(str(module)).get_token(token_label=label)
     except pkcs11.NoSuchToken:
         raise ConfigurationError(
             f"PKCS#11: no token labelled {label!r} in {module} (MINTCA_PKCS11_TOKEN_LABEL)"
         ) from None
-    except pkcs11.PKCS11Error as exc:
-        raise ConfigurationError(f"PKCS#11 module {module}: {type(exc).__name__}") from None
+    except (pkcs11.PKCS11Error, RuntimeError, OSError) as exc:  # not a PKCS#11 module
+        raise ConfigurationError(
+            f"MINTCA_PKCS11_MODULE {module}: cannot use it ({type(exc).__name__})"
+        ) from None
     try:
         session = token.open(user_pin=pin, rw=True)
     except pkcs11.PinIncorrect:
