@@ -23,7 +23,7 @@ from app.db.models import CARecord
 from app.errors import InvalidRequestError, OfflineKeyError, ServiceUnavailableError
 from app.services.audit import record
 from app.services.crls import CRLService, PublishedCRL
-from app.services.hsm import key_ref
+from app.services.hsm import TOKEN_KEY_TYPES, key_ref
 from app.services.keyring import Authority, Keyring
 
 log = logging.getLogger(__name__)
@@ -112,13 +112,19 @@ class AuthorityService:
 
         Raises:
             OfflineKeyError: the root key is offline and `root_key` was not given.
-            InvalidRequestError: an unknown key type, or `root_key` is not the root's key.
+            InvalidRequestError: an unknown key type (or one a PKCS#11 token cannot make), or
+                `root_key` is not the root's key.
         """
         key_type = key_type or self._default_key_type()
         if key_type not in KEY_TYPES:
             raise InvalidRequestError(f"key_type: choose one of {', '.join(KEY_TYPES)}")
         # Outside the transaction: RSA takes seconds. With a token, the key is made there.
         token = self._keyring.token
+        if token and key_type not in TOKEN_KEY_TYPES:
+            raise InvalidRequestError(
+                f"key_type: the CA keys are in a PKCS#11 token; choose one of "
+                f"{', '.join(TOKEN_KEY_TYPES)}"
+            )
         key = None if token else generate_private_key(key_type)
         key_signer = token.generate(key_type) if token else None
         try:

@@ -27,6 +27,7 @@ from app.ca.keys import generate_private_key
 from app.clock import FixedClock
 from app.config import Settings
 from app.db.models import CARecord
+from app.errors import InvalidRequestError
 from app.services.container import Services
 from app.services.setup import InitOptions, initialise
 from tests.helpers import enroll_via_services, require_tools
@@ -265,6 +266,30 @@ def test_rotation_makes_the_new_key_in_the_token(
     assert (row.key_wrapped, row.key_ref) == (None, f"pkcs11:object={rotated.ca_id};type=private")
     rotated.certificate.verify_directly_issued_by(services.keyring.root().certificate)
     leaf.verify_directly_issued_by(rotated.certificate)
+
+
+def test_rsa_root_and_p384_issuing_ca_sign_in_the_token(
+    settings: Settings, softhsm: SoftHsm, clock: FixedClock
+) -> None:
+    """RSA (CKM_SHA256_RSA_PKCS) and P-384 (CKM_ECDSA over SHA-384) keys, and a rotation
+    that asks for a key type a token cannot make."""
+    configured = hsm_settings(settings, softhsm)
+    initialise(configured, InitOptions(root_key="rsa-2048", issuing_key="ec-p384"), clock)
+    services = Services(configured, clock=clock)
+    try:
+        root, issuing = services.keyring.root(), services.keyring.loaded_active_issuer()
+        leaf = enroll_via_services(services).certificate
+        crl = x509.load_der_x509_crl(services.crls.latest(root.ca_id).der)
+        with pytest.raises(InvalidRequestError, match="PKCS#11 token"):
+            services.authorities.rotate(actor="test", key_type="ed25519")
+    finally:
+        services.close()
+
+    issuing.certificate.verify_directly_issued_by(root.certificate)
+    leaf.verify_directly_issued_by(issuing.certificate)
+    assert crl.is_signature_valid(root.certificate.public_key())  # type: ignore[arg-type]  # an RSA key
+    assert issuing.certificate.signature_algorithm_oid.dotted_string == "1.2.840.113549.1.1.11"
+    assert leaf.signature_algorithm_oid.dotted_string == "1.2.840.10045.4.3.3"
 
 
 def key_material(haystack: bytes) -> list[str]:
