@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pkcs11
@@ -27,7 +28,7 @@ from app.ca.keys import generate_private_key
 from app.clock import FixedClock
 from app.config import Settings
 from app.db.models import CARecord
-from app.errors import InvalidRequestError
+from app.errors import ConfigurationError, InvalidRequestError
 from app.services.container import Services
 from app.services.setup import InitOptions, initialise
 from tests.helpers import enroll_via_services, require_tools
@@ -292,6 +293,35 @@ def test_rsa_root_and_p384_issuing_ca_sign_in_the_token(
     assert leaf.signature_algorithm_oid.dotted_string == "1.2.840.10045.4.3.3"
 
 
+def test_threads_share_the_session_safely(hsm_services: tuple[Services, list[str]]) -> None:
+    """8 threads signing at once through one process's session: every signature verifies
+    (the session's calls are serialised by the token's lock)."""
+    services, _ = hsm_services
+    issuing = services.keyring.loaded_active_issuer()
+    public_key = issuing.certificate.public_key()
+    assert isinstance(public_key, ec.EllipticCurvePublicKey)
+    messages = [f"message {n}".encode() for n in range(64)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        signatures = list(pool.map(issuing.signer.sign_bytes, messages))
+
+    for message, signature in zip(messages, signatures, strict=True):
+        public_key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+
+
+def test_a_token_key_that_is_not_the_cas_stops_loading(
+    hsm_services: tuple[Services, list[str]],
+) -> None:
+    """The keyring checks each token key against its CA certificate once, at load."""
+    services, (_, issuing_id) = hsm_services
+    token = services.keyring.token
+    assert token is not None
+    other_public_key = services.keyring.root().certificate.public_key()
+
+    with pytest.raises(ConfigurationError, match="does not match"):
+        token.signer(f"pkcs11:object={issuing_id};type=private", other_public_key)  # type: ignore[arg-type]  # an EC key
+
+
 def key_material(haystack: bytes) -> list[str]:
     found = [name for name, pattern in KEY_DER_PATTERNS.items() if pattern.search(haystack)]
     return found + (["PEM marker"] if PEM_MARKER in haystack else [])
@@ -469,3 +499,4 @@ def test_live_server_signs_in_the_token_for_openssl(
     assert "certificate revoked" in after, after
     assert "Response verify OK" in ocsp_output, ocsp_output
     assert f"{leaf_path}: revoked" in ocsp_output, ocsp_output
+    assert PIN not in server.log()
