@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pkcs11
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
@@ -161,9 +162,6 @@ _RSA_MECHANISMS = {
 def _check_pair(signer: ExternalSigner, public_key: PublicKey, ca_id: str) -> None:
     """Raises:
     ConfigurationError: the token's key does not sign for the CA's public key."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric import padding
-
     message = b"mintca pkcs11 key check " + ca_id.encode()
     signature = signer.sign_bytes(message)
     hash_algorithm = hash_for_key(public_key)
