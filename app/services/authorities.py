@@ -240,7 +240,7 @@ class AuthorityService:
     ) -> PublishedCRL:
         """The root's CRL signed with a key this process holds only for this call: a keyring
         of its own, so the process's keyring never keeps the offline key."""
-        keyring = Keyring(self._db, self._keyring.kek)
+        keyring = Keyring(self._db, self._keyring.kek, self._keyring.token)
         keyring.add(dataclasses.replace(root, signer=LocalSigner(root_key)))
         crls = CRLService(self._db, self._clock, keyring, self._endpoints, ROOT_CRL_VALIDITY)
         return crls.publish(session, root.ca_id, now=now)

@@ -30,6 +30,7 @@ from app.config import Settings
 from app.db.models import CARecord
 from app.errors import ConfigurationError, InvalidRequestError
 from app.services.container import Services
+from app.services.recovery import recover_admin
 from app.services.setup import InitOptions, initialise
 from tests.helpers import enroll_via_services, require_tools
 from tests.integration.live import start_server, stop_server
@@ -320,6 +321,21 @@ def test_a_token_key_that_is_not_the_cas_stops_loading(
 
     with pytest.raises(ConfigurationError, match="does not match"):
         token.signer(f"pkcs11:object={issuing_id};type=private", other_public_key)  # type: ignore[arg-type]  # an EC key
+
+
+def test_admin_recover_signs_in_the_token(
+    hsm_services: tuple[Services, list[str]], tmp_path: Path
+) -> None:
+    """`mintca admin recover` builds its own keyring: it opens the token too."""
+    services, _ = hsm_services
+    issuing = services.keyring.loaded_active_issuer().certificate
+
+    recovered = recover_admin(
+        services.settings, name="break-glass", out_dir=tmp_path / "out", clock=services.clock
+    )
+
+    certificate = x509.load_pem_x509_certificate(recovered.certificate_path.read_bytes())
+    certificate.verify_directly_issued_by(issuing)
 
 
 def key_material(haystack: bytes) -> list[str]:
