@@ -24,7 +24,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
-from app.ca.keys import generate_private_key
+from app.ca.keys import generate_private_key, load_private_key_pem
 from app.clock import FixedClock
 from app.config import Settings
 from app.db.models import CARecord
@@ -336,6 +336,27 @@ def test_admin_recover_signs_in_the_token(
 
     certificate = x509.load_pem_x509_certificate(recovered.certificate_path.read_bytes())
     certificate.verify_directly_issued_by(issuing)
+
+
+def test_offline_root_stays_a_file_and_its_issuing_cas_go_in_the_token(
+    settings: Settings, softhsm: SoftHsm, clock: FixedClock
+) -> None:
+    configured = hsm_settings(settings, softhsm)
+    report = initialise(configured, InitOptions(offline_root=True), clock)
+    root_key = load_private_key_pem((settings.data_dir / "root-key.pem").read_bytes())
+    services = Services(configured, clock=clock)
+    try:
+        rotated = services.authorities.rotate(actor="test", root_key=root_key)
+        rows = {row.id: row for row in ca_rows(services)}
+    finally:
+        services.close()
+
+    root_row = rows.pop(report.root_ca_id)
+    assert (root_row.key_wrapped, root_row.key_ref) == (None, None)  # offline: the file only
+    assert sorted(rows) == sorted([report.issuing_ca_id, rotated.ca_id])
+    for ca_id, row in rows.items():
+        assert (row.key_wrapped, row.key_ref) == (None, f"pkcs11:object={ca_id};type=private")
+    assert rotated.in_token
 
 
 def key_material(haystack: bytes) -> list[str]:
