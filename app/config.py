@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     enroll_burst_per_address: int = Field(default=400, ge=1, le=1_000_000)
     enroll_rate_per_token: float = Field(default=200.0, gt=0, le=100_000)
     enroll_burst_per_token: int = Field(default=400, ge=1, le=1_000_000)
+    # CA keys in a PKCS#11 token (README: Keys in an HSM). The PIN is read from a file only,
+    # never from the environment.
+    pkcs11_module: Path | None = None
+    pkcs11_token_label: str | None = None
+    pkcs11_pin_file: Path | None = None
 
     @property
     def effective_database_url(self) -> str:

@@ -58,7 +58,15 @@ def responder_common_name(ca_common_name: str) -> str:
 class NewCA:
     ca_id: str
     certificate: x509.Certificate
-    private_key: PrivateKey
+    private_key: PrivateKey | None  # None: the key is outside this process (a token)
+    key_signer: Signer | None = None  # given when private_key is None
+
+    @property
+    def signer(self) -> Signer:
+        if self.key_signer is not None:
+            return self.key_signer
+        assert self.private_key is not None
+        return LocalSigner(self.private_key)
 
 
 def _name(organization: str, common_name: str) -> x509.Name:
@@ -70,18 +78,22 @@ def _name(organization: str, common_name: str) -> x509.Name:
     )
 
 
-def create_root(*, name: str, key_type: str, now: datetime) -> NewCA:
-    key = generate_private_key(key_type)
+def create_root(
+    *, name: str, key_type: str, now: datetime, key_signer: Signer | None = None
+) -> NewCA:
+    """A self-signed root; `key_signer` signs with a key made elsewhere (a token)."""
+    key = None if key_signer else generate_private_key(key_type)
+    signer = key_signer or LocalSigner(key)  # type: ignore[arg-type]  # key is set without key_signer
     builder = build_ca_certificate(
         subject=_name(name, f"{name} Root CA"),
-        public_key=key.public_key(),
+        public_key=signer.public_key,
         issuer=None,
         window=ValidityWindow(now - BACKDATE, now + ROOT_VALIDITY),
         serial_number=new_serial_number(),
         path_length=1,
     )
-    certificate = LocalSigner(key).sign_certificate(builder)
-    return NewCA(ca_id_for(key.public_key()), certificate, key)
+    certificate = signer.sign_certificate(builder)
+    return NewCA(ca_id_for(signer.public_key), certificate, key, key_signer)
 
 
 def create_issuing_ca(
@@ -93,13 +105,15 @@ def create_issuing_ca(
     endpoints: Endpoints | None = None,
     generation: int = 1,
     ocsp: bool = True,
+    key_signer: Signer | None = None,
 ) -> NewCA:
     """An issuing CA with pathLen 0 that never outlives its root."""
     return sign_issuing_ca(
         name=name,
         key_type=key_type,
         issuer=Issuer(root.ca_id, root.certificate),
-        signer=LocalSigner(root.private_key),
+        signer=root.signer,
+        key_signer=key_signer,
         now=now,
         endpoints=endpoints,
         generation=generation,
@@ -119,15 +133,19 @@ def sign_issuing_ca(
     generation: int = 1,
     ocsp: bool = True,
     key: PrivateKey | None = None,
+    key_signer: Signer | None = None,
 ) -> NewCA:
     """A new issuing CA (pathLen 0, never outliving the root) signed by the root's signer:
     init's first one, and each rotation's next generation ("<name> Issuing CA <n>"). Without
     `ocsp` its certificate names no OCSP responder (an offline root answers none). `key`, when
-    given, was made beforehand (an RSA key takes seconds: not under a lock)."""
-    key = key or generate_private_key(key_type)
+    given, was made beforehand (an RSA key takes seconds: not under a lock); `key_signer`,
+    when given, is the new CA's key made elsewhere (a token) and `key` is unused."""
+    if key_signer is None:
+        key = key or generate_private_key(key_type)
+    public_key = key_signer.public_key if key_signer else key.public_key()  # type: ignore[union-attr]  # key is set without key_signer
     builder = build_ca_certificate(
         subject=_name(name, f"{name} Issuing CA {generation}"),
-        public_key=key.public_key(),
+        public_key=public_key,
         issuer=issuer,
         window=ValidityWindow(now - BACKDATE, now + validity),
         serial_number=new_serial_number(),
@@ -136,7 +154,7 @@ def sign_issuing_ca(
         ocsp=ocsp,
     )
     certificate = signer.sign_certificate(builder)
-    return NewCA(ca_id_for(key.public_key()), certificate, key)
+    return NewCA(ca_id_for(public_key), certificate, None if key_signer else key, key_signer)
 
 
 def key_type_of(public_key: PublicKey) -> str:

@@ -139,6 +139,7 @@ def _local_authorities(
     from app.errors import MintCAError
     from app.services.authorities import AuthorityService
     from app.services.crls import CRLService
+    from app.services.hsm import open_token
     from app.services.keyring import Keyring, load_kek
 
     try:
@@ -147,7 +148,7 @@ def _local_authorities(
         raise fail(f"{root_key}: {exc.detail}") from None
     db = Database(settings.effective_database_url, pool_size=1)
     try:
-        keyring = Keyring(db, load_kek(settings))
+        keyring = Keyring(db, load_kek(settings), open_token(settings))
         keyring.load()
         clock, endpoints = SystemClock(), Endpoints(settings.base_url)
         crls = CRLService(db, clock, keyring, endpoints, settings.crl_validity)

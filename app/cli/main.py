@@ -92,6 +92,10 @@ def serve(data_dir: DataDirOption = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
+    if settings.pkcs11_module is not None:  # a wrong PIN or no token: one line, exit 2
+        from app.services.hsm import open_token
+
+        open_token(settings)
     if not is_initialised(settings):
         init(data_dir=settings.data_dir)
     else:

@@ -64,6 +64,9 @@ class CARecord(Base):
     # Last CRL number used (full and delta CRLs share it, RFC 5280 §5.2.3). The row is
     # locked while a CRL is built, so processes sharing the database never reuse a number.
     crl_number: Mapped[int] = mapped_column(BigInteger, default=0)
+    # A key in a PKCS#11 token: an RFC 7512 URI naming it (`pkcs11:object=<ca_id>;...`), with
+    # key_wrapped NULL. No key material, only the name of the key inside the token.
+    key_ref: Mapped[str | None] = mapped_column(String(255), default=None)
 
 
 class CertificateRecord(Base):

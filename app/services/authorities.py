@@ -23,6 +23,7 @@ from app.db.models import CARecord
 from app.errors import InvalidRequestError, OfflineKeyError, ServiceUnavailableError
 from app.services.audit import record
 from app.services.crls import CRLService, PublishedCRL
+from app.services.hsm import TOKEN_KEY_TYPES, key_ref
 from app.services.keyring import Authority, Keyring
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,10 @@ def add_ca(
     active: bool,
     offline: bool = False,
 ) -> None:
-    """Insert a CA row; an offline CA's key is never stored, not even wrapped."""
+    """Insert a CA row; an offline CA's key is never stored, not even wrapped; a key made
+    in the PKCS#11 token is stored as its reference only."""
     certificate = ca.certificate
+    in_token = ca.private_key is None
     session.add(
         CARecord(
             id=ca.ca_id,
@@ -55,8 +58,9 @@ def add_ca(
             serial=format_serial(certificate.serial_number),
             cert_der=certificate.public_bytes(Encoding.DER),
             key_wrapped=None
-            if offline
+            if offline or ca.private_key is None
             else wrap_private_key(ca.private_key, kek=kek, label=ca.ca_id),
+            key_ref=key_ref(ca.ca_id) if in_token and not offline else None,
             not_before=certificate.not_valid_before_utc,
             not_after=certificate.not_valid_after_utc,
             created_at=now,
@@ -108,12 +112,21 @@ class AuthorityService:
 
         Raises:
             OfflineKeyError: the root key is offline and `root_key` was not given.
-            InvalidRequestError: an unknown key type, or `root_key` is not the root's key.
+            InvalidRequestError: an unknown key type (or one a PKCS#11 token cannot make), or
+                `root_key` is not the root's key.
         """
         key_type = key_type or self._default_key_type()
         if key_type not in KEY_TYPES:
             raise InvalidRequestError(f"key_type: choose one of {', '.join(KEY_TYPES)}")
-        key = generate_private_key(key_type)  # outside the transaction: RSA takes seconds
+        # Outside the transaction: RSA takes seconds. With a token, the key is made there.
+        token = self._keyring.token
+        if token and key_type not in TOKEN_KEY_TYPES:
+            raise InvalidRequestError(
+                f"key_type: the CA keys are in a PKCS#11 token; choose one of "
+                f"{', '.join(TOKEN_KEY_TYPES)}"
+            )
+        key = None if token else generate_private_key(key_type)
+        key_signer = token.generate(key_type) if token else None
         try:
             with self._db.write() as session:
                 root = self._keyring.root()
@@ -126,6 +139,7 @@ class AuthorityService:
                     name=_organisation(root),
                     key_type=key_type,
                     key=key,
+                    key_signer=key_signer,
                     issuer=root.issuer,
                     signer=self._root_signer(root, root_key),
                     now=now,
@@ -170,9 +184,16 @@ class AuthorityService:
         add_ca(session, new, kind="issuing", parent=root.ca_id, kek=kek, now=now, active=True)
         session.flush()
         set_active_issuer(session, new.ca_id)
-        signer = LocalSigner(new.private_key)
         self._keyring.add(
-            Authority(new.ca_id, "issuing", root.ca_id, new.certificate, signer, active=True)
+            Authority(
+                new.ca_id,
+                "issuing",
+                root.ca_id,
+                new.certificate,
+                new.signer,
+                active=True,
+                in_token=new.private_key is None,
+            )
         )
         self._crls.publish(session, new.ca_id, now=now)
 
@@ -219,7 +240,7 @@ class AuthorityService:
     ) -> PublishedCRL:
         """The root's CRL signed with a key this process holds only for this call: a keyring
         of its own, so the process's keyring never keeps the offline key."""
-        keyring = Keyring(self._db, self._keyring.kek)
+        keyring = Keyring(self._db, self._keyring.kek, self._keyring.token)
         keyring.add(dataclasses.replace(root, signer=LocalSigner(root_key)))
         crls = CRLService(self._db, self._clock, keyring, self._endpoints, ROOT_CRL_VALIDITY)
         return crls.publish(session, root.ca_id, now=now)

@@ -14,6 +14,7 @@ from app.services.authorities import AuthorityService
 from app.services.certificates import CertificateService
 from app.services.crls import CRLService
 from app.services.enrollment import EnrollmentService
+from app.services.hsm import open_token
 from app.services.keyring import Keyring, load_kek
 from app.services.metrics import MetricsService
 from app.services.ocsp import OCSPService
@@ -34,7 +35,7 @@ class Services:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.db = Database(settings.effective_database_url, pool_size=16)
-        self.keyring = Keyring(self.db, load_kek(settings))
+        self.keyring = Keyring(self.db, load_kek(settings), open_token(settings))
         self.keyring.load()
         endpoints = Endpoints(settings.base_url, settings.trust_domain)
         self.endpoints = endpoints

@@ -7,6 +7,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from sqlalchemy.orm import Session
@@ -21,6 +22,9 @@ from app.db.models import CARecord
 from app.errors import ConfigurationError, NotFoundError, ServiceUnavailableError
 from app.files import PRIVATE, write_file
 
+if TYPE_CHECKING:
+    from app.services.hsm import Token
+
 RELOAD_INTERVAL_SECONDS = 10.0
 
 
@@ -33,6 +37,7 @@ class Authority:
     signer: Signer
     active: bool
     offline: bool = False  # the key is not in the database (an offline root)
+    in_token: bool = False  # the key lives in the PKCS#11 token (cas.key_ref)
 
     @property
     def issuer(self) -> Issuer:
@@ -68,9 +73,10 @@ class Keyring:
     """Loads every CA once per process; reloads when it meets a CA it does not know yet
     (another process rotated). A reload unwraps only keys it has not unwrapped before."""
 
-    def __init__(self, db: Database, kek: bytes) -> None:
+    def __init__(self, db: Database, kek: bytes, token: Token | None = None) -> None:
         self._db = db
         self._kek = kek
+        self._token = token
         self._lock = threading.Lock()
         self._authorities: dict[str, Authority] = {}
         self._loaded_at = float("-inf")
@@ -95,7 +101,9 @@ class Keyring:
     def _authority(self, record: CARecord) -> Authority:
         certificate = x509.load_der_x509_certificate(record.cert_der)
         signer: Signer
-        if record.key_wrapped is None:
+        if record.key_ref is not None:
+            signer = self._token_signer(record.key_ref, certificate)
+        elif record.key_wrapped is None:
             signer = OfflineSigner(certificate.public_key())  # type: ignore[arg-type]  # CA keys are of the accepted types
         else:
             try:
@@ -110,8 +118,19 @@ class Keyring:
             certificate=certificate,
             signer=signer,
             active=record.active,
-            offline=record.key_wrapped is None,
+            offline=record.key_wrapped is None and record.key_ref is None,
+            in_token=record.key_ref is not None,
         )
+
+    def _token_signer(self, ref: str, certificate: x509.Certificate) -> Signer:
+        """Raises:
+        ConfigurationError: the CA's key is in a token this process has not opened."""
+        if self._token is None:
+            raise ConfigurationError(
+                f"a CA key is in a PKCS#11 token ({ref}): set MINTCA_PKCS11_MODULE, "
+                "MINTCA_PKCS11_TOKEN_LABEL and MINTCA_PKCS11_PIN_FILE"
+            )
+        return self._token.signer(ref, certificate.public_key())  # type: ignore[arg-type]  # CA keys are of the accepted types
 
     def refresh(self) -> bool:
         """Reload when the database's CAs or the active flag differ from what this process
@@ -131,6 +150,11 @@ class Keyring:
     @property
     def kek(self) -> bytes:
         return self._kek
+
+    @property
+    def token(self) -> Token | None:
+        """The PKCS#11 token new CA keys are made in; None: keys are wrapped with the KEK."""
+        return self._token
 
     def all(self) -> list[Authority]:
         return list(self._authorities.values())

@@ -19,6 +19,7 @@ from app.errors import ConfigurationError, MalformedCSRError
 from app.files import PRIVATE, PUBLIC, write_file
 from app.services.audit import record
 from app.services.certificates import sign_leaf, store_certificate
+from app.services.hsm import open_token
 from app.services.keyring import Keyring, load_kek
 from app.services.setup import ADMIN_VALIDITY
 
@@ -51,7 +52,7 @@ def recover_admin(settings: Settings, *, name: str, out_dir: Path, clock: Clock)
     kek = load_kek(settings)
     db = Database(settings.effective_database_url, pool_size=1)
     try:
-        keyring = Keyring(db, kek)
+        keyring = Keyring(db, kek, open_token(settings))
         keyring.load()
         authority = keyring.active_issuer()
         key = generate_private_key("ec-p256")

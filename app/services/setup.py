@@ -19,7 +19,6 @@ from app.ca.keys import generate_private_key, private_key_pem
 from app.ca.names import RequestedNames, check_name_limits, is_dns_name, is_ip
 from app.ca.profiles import PROFILES, with_caller_identity
 from app.ca.serials import format_serial
-from app.ca.signer import LocalSigner
 from app.clock import Clock
 from app.config import Settings
 from app.db.cas import any_ca_exists
@@ -31,6 +30,7 @@ from app.services.audit import record
 from app.services.authorities import ROOT_CRL_VALIDITY, add_ca
 from app.services.certificates import sign_leaf, store_certificate
 from app.services.crls import CRLService
+from app.services.hsm import open_token
 from app.services.keyring import Authority, Keyring, load_kek
 
 SERVER_VALIDITY = timedelta(days=365)
@@ -75,9 +75,10 @@ def initialise(settings: Settings, options: InitOptions, clock: Clock) -> InitRe
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.effective_database_url)
     kek = load_kek(settings, create=True)
+    token = open_token(settings)
     db = Database(settings.effective_database_url, pool_size=1)
     try:
-        return _initialise(settings, options, clock, db, kek)
+        return _initialise(settings, options, clock, db, Keyring(db, kek, token))
     finally:
         db.dispose()
 
@@ -97,10 +98,10 @@ def check_options(options: InitOptions) -> None:
 
 
 def _initialise(
-    settings: Settings, options: InitOptions, clock: Clock, db: Database, kek: bytes
+    settings: Settings, options: InitOptions, clock: Clock, db: Database, keyring: Keyring
 ) -> InitReport:
     endpoints = Endpoints(settings.base_url, settings.trust_domain)
-    keyring = Keyring(db, kek)
+    kek, token = keyring.kek, keyring.token
     files: dict[str, tuple[bytes, int]] = {}
     written: list[str] = []
     with _removed_on_failure(settings.data_dir, written), db.write() as session:
@@ -109,8 +110,17 @@ def _initialise(
         created = not any_ca_exists(session)
         if created:
             now = clock.now()
-            root = create_root(name=options.name, key_type=options.root_key, now=now)
+            # With a token, CA keys are made inside it (an offline root's key stays a file).
+            root = create_root(
+                name=options.name,
+                key_type=options.root_key,
+                now=now,
+                key_signer=token.generate(options.root_key)
+                if token and not options.offline_root
+                else None,
+            )
             issuing = create_issuing_ca(
+                key_signer=token.generate(options.issuing_key) if token else None,
                 name=options.name,
                 key_type=options.issuing_key,
                 root=root,
@@ -154,6 +164,7 @@ def _initialise(
             (root_crls if offline else crls).publish(session, root.ca_id, now=now)
             crls.publish(session, issuing.ca_id, now=now)
             if offline:  # before the commit: a root whose key is lost can never sign again
+                assert root.private_key is not None  # an offline root is never made in a token
                 files["root-key.pem"] = (private_key_pem(root.private_key), 0o600)
             record(
                 session,
@@ -267,8 +278,9 @@ def _authority(ca: NewCA, parent: str | None, *, active: bool) -> Authority:
         kind="issuing" if parent else "root",
         parent_id=parent,
         certificate=ca.certificate,
-        signer=LocalSigner(ca.private_key),
+        signer=ca.signer,
         active=active,
+        in_token=ca.private_key is None,
     )
 
 
