@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from app.ca.keys import KEY_TYPES
-from app.cli import enroll, operator
+from app.cli import audit, enroll, operator
 from app.cli.options import DataDirOption, load_settings
 from app.clock import SystemClock
 from app.errors import ConfigurationError
@@ -21,6 +21,7 @@ app.add_typer(db_app, name="db")
 app.command("enroll")(enroll.enroll)
 for group in operator.GROUPS:
     app.add_typer(group, name=group.info.name)
+app.add_typer(audit.audit_app, name="audit")
 
 
 def _check_key_type(value: str) -> str:
