@@ -47,11 +47,13 @@ class Settings(BaseSettings):
     public_tls: bool = False
     kek: str | None = Field(default=None, repr=False)
     kek_file: Path | None = None
+    kek_previous: str | None = Field(default=None, repr=False)  # KEKs being retired
     workers: int = Field(default=1, ge=1, le=64)
     crl_validity: Duration = timedelta(hours=24)
     ocsp_validity: Duration = timedelta(hours=12)
     ocsp_signer: Literal["delegated", "ca"] = "delegated"
     log_level: str = "info"
+    log_format: Literal["text", "json"] = "text"
 
     @property
     def effective_database_url(self) -> str:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 import typer
 
 from app.ca.keys import KEY_TYPES
-from app.cli import audit, enroll, operator
+from app.cli import audit, enroll, kek, operator
 from app.cli.options import DataDirOption, load_settings
 from app.clock import SystemClock
 from app.errors import ConfigurationError
@@ -22,6 +21,7 @@ app.command("enroll")(enroll.enroll)
 for group in operator.GROUPS:
     app.add_typer(group, name=group.info.name)
 app.add_typer(audit.audit_app, name="audit")
+app.add_typer(kek.kek_app, name="kek")
 
 
 def _check_key_type(value: str) -> str:
@@ -66,17 +66,18 @@ def init(
 @app.command()
 def serve(data_dir: DataDirOption = None) -> None:
     """Run the public and mtls listeners (initialising an empty data dir first)."""
+    from app.server.logs import configure_logging
     from app.server.workers import run
+    from app.services.keyring import check_keys
 
     settings = load_settings(data_dir)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings)
     if not is_initialised(settings):
         init(data_dir=settings.data_dir)
     else:
         from app.db.migrate import upgrade
 
+        check_keys(settings)  # a wrong or missing KEK stops here, with one line
         upgrade(settings.effective_database_url)
     run(settings)
 

@@ -69,6 +69,7 @@ def server_configs(
         "http": PeerCertHttpToolsProtocol,
         "lifespan": "off",
         "log_level": settings.log_level,
+        "log_config": None,  # app.server.logs configured the handlers (text or JSON)
         "proxy_headers": False,
     }
     public = uvicorn.Config(

@@ -12,6 +12,7 @@ from types import FrameType
 
 from app.config import Settings
 from app.server.listeners import bind_socket, serve_both
+from app.server.logs import configure_logging
 from app.services.container import Services
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,7 @@ def run(settings: Settings) -> None:
 
 
 def serve_worker(settings: Settings, public_sock: socket.socket, mtls_sock: socket.socket) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings)  # a spawned child starts with no logging configured
     services = Services(settings)
     try:
         asyncio.run(serve_both(services, public_sock, mtls_sock))

@@ -12,7 +12,7 @@ from app.services.audit import AuditService
 from app.services.certificates import CertificateService
 from app.services.crls import CRLService
 from app.services.enrollment import EnrollmentService
-from app.services.keyring import Keyring, load_kek
+from app.services.keyring import Keyring, load_keks
 from app.services.ocsp import OCSPService
 from app.services.peers import PeerService
 from app.services.responders import ResponderService
@@ -27,7 +27,9 @@ class Services:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.db = Database(settings.effective_database_url, pool_size=16)
-        self.keyring = Keyring(self.db, load_kek(settings))
+        self.keyring = Keyring(
+            self.db, load_keks(settings), reload_keks=lambda: load_keks(settings)
+        )
         self.keyring.load()
         endpoints = Endpoints(settings.base_url)
         self.endpoints = endpoints
