@@ -72,6 +72,9 @@ def audit_list(
 
 @audit_app.command("verify")
 def audit_verify(
+    page_size: Annotated[
+        int, typer.Option(min=1, max=PAGE_SIZE, hidden=True, help="Entries per request")
+    ] = PAGE_SIZE,
     data_dir: DataDirOption = None,
     url: UrlOption = None,
     cert: CertOption = None,
@@ -83,7 +86,7 @@ def audit_verify(
     from app.ca.audit_chain import GENESIS_HASH
 
     target_api = _admin(data_dir, url, cert, key, cacert)
-    params: dict[str, Any] = {"after_id": 0, "limit": PAGE_SIZE}
+    params: dict[str, Any] = {"after_id": 0, "limit": page_size}
     head: dict[str, Any] | None = None
     prev_hash, last_id, count = GENESIS_HASH, 0, 0
     while True:
