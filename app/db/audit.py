@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.ca.audit_chain import ChainEntry, entry_hash
@@ -119,3 +119,7 @@ def oldest_after(
 
 def head(session: Session) -> AuditChainRecord | None:
     return session.get(AuditChainRecord, HEAD_ID)
+
+
+def newest_id(session: Session) -> int:
+    return session.scalar(select(func.max(AuditRecord.id))) or 0

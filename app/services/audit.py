@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from app.ca.audit_chain import GENESIS_HASH, canonical_json
+from app.ca.audit_chain import canonical_json
 from app.db import audit as audit_queries
 from app.db.audit import AuditFilter, PendingEntry
 from app.db.engine import Database
@@ -111,9 +111,13 @@ class AuditService:
         return self.search(before_id=before_id, limit=limit)[0]
 
     def head(self) -> ChainHead:
+        """The chain head. Without its row (deleted), the newest entry with an empty hash,
+        so that verification walks every entry and then fails at the newest."""
         with self._db.read() as session:
             row = audit_queries.head(session)
-        return ChainHead(0, GENESIS_HASH) if row is None else ChainHead(row.last_id, row.last_hash)
+            if row is None:
+                return ChainHead(audit_queries.newest_id(session), "")
+        return ChainHead(row.last_id, row.last_hash)
 
     def chain(
         self, *, after_id: int, up_to_id: int, limit: int

@@ -20,7 +20,7 @@ from cryptography.x509 import ocsp
 from sqlalchemy import delete, insert, select, update
 
 from app.db.engine import Database
-from app.db.models import AuditRecord
+from app.db.models import AuditChainRecord, AuditRecord
 from tests.integration.live import LiveServer
 from tests.integration.test_cli_operator import Cli, create_token, enroll, succeeded
 
@@ -180,9 +180,12 @@ def test_audit_list_filters_and_pages(cli: Cli, live_server: LiveServer, tmp_pat
 
 @contextmanager
 def tampered(db: Database, change: Callable[[Any], None]) -> Iterator[None]:
-    """Apply `change` to the audit table, and put every row back afterwards."""
+    """Apply `change` to the audit tables, and put every row back afterwards."""
     with db.read() as session:
         saved = [dict(row._mapping) for row in session.execute(select(AuditRecord.__table__))]
+        saved_head = [
+            dict(row._mapping) for row in session.execute(select(AuditChainRecord.__table__))
+        ]
     with db.write() as session:
         change(session)
     try:
@@ -191,6 +194,8 @@ def tampered(db: Database, change: Callable[[Any], None]) -> Iterator[None]:
         with db.write() as session:
             session.execute(delete(AuditRecord.__table__))
             session.execute(insert(AuditRecord.__table__), saved)
+            session.execute(delete(AuditChainRecord.__table__))
+            session.execute(insert(AuditChainRecord.__table__), saved_head)
 
 
 def edit(entry_id: int) -> Callable[[Any], None]:
@@ -209,6 +214,10 @@ def remove(entry_id: int) -> Callable[[Any], None]:
         session.execute(delete(table).where(table.c.id == entry_id))
 
     return change
+
+
+def remove_head(session: Any) -> None:
+    session.execute(delete(AuditChainRecord.__table__))
 
 
 def swap(entry_id: int) -> Callable[[Any], None]:
@@ -236,6 +245,7 @@ def test_editing_deleting_or_reordering_one_row_makes_verify_name_it(
         ("delete the newest", remove(newest), newest),
         ("reorder", swap(revoke - 1), revoke - 1),
         ("edit the first", edit(everything[-1]["id"]), everything[-1]["id"]),
+        ("delete the chain head", remove_head, newest),
     ]
     for name, change, first_bad in cases:
         with tampered(database, change):
