@@ -24,7 +24,8 @@ from app.db.models import AuditChainRecord, AuditRecord
 from tests.integration.live import LiveServer
 from tests.integration.test_cli_operator import Cli, create_token, enroll, succeeded
 
-pytestmark = pytest.mark.integration
+# Each test runs a dozen CLI processes against a live server (15-25 s on the shared machine).
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture

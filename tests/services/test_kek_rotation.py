@@ -164,6 +164,7 @@ def test_an_interrupted_rotation_can_be_run_again(file_settings: Settings) -> No
     assert not (file_settings.data_dir / "kek.previous").exists()
 
 
+@pytest.mark.slow  # three CLI processes
 def test_with_mintca_kek_the_new_kek_goes_to_a_file_of_its_own(
     initialised_settings: Settings, tmp_path: Path
 ) -> None:
