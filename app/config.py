@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     public_tls: bool = False
     kek: str | None = Field(default=None, repr=False)
     kek_file: Path | None = None
+    kek_previous: str | None = Field(default=None, repr=False)  # KEKs being retired
     workers: int = Field(default=1, ge=1, le=64)
     crl_validity: Annotated[Duration, CRL_VALIDITY_BOUNDS] = timedelta(hours=24)
     ocsp_validity: Annotated[Duration, OCSP_VALIDITY_BOUNDS] = timedelta(hours=12)
@@ -107,6 +108,7 @@ class Settings(BaseSettings):
     pkcs11_module: Path | None = None
     pkcs11_token_label: str | None = None
     pkcs11_pin_file: Path | None = None
+    log_format: Literal["text", "json"] = "text"
 
     @property
     def effective_database_url(self) -> str:

@@ -110,12 +110,30 @@ class CAResponse(BaseModel):
 
 
 class AuditEntryResponse(BaseModel):
-    id: int  # pass as `before_id` for the next page
+    id: int  # the position in the chain
     at: datetime
     actor: str
     action: str
     target: str
     details: dict[str, Any]
+    prev_hash: str  # app.ca.audit_chain: SHA-256 over the entry and prev_hash
+    hash: str
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryResponse]  # newest first
+    next_cursor: str | None  # pass as `cursor` for the next (older) page
+
+
+class AuditChainHead(BaseModel):
+    id: int
+    hash: str
+
+
+class AuditChainPage(BaseModel):
+    head: AuditChainHead  # the walk ends here; its hash must be the last entry's
+    items: list[AuditEntryResponse]  # oldest first
+    next_cursor: str | None  # pass as `after_id` for the next page
 
 
 class HealthResponse(BaseModel):

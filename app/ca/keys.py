@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
@@ -22,6 +24,9 @@ ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 RSA_MIN_BITS, RSA_MAX_BITS = 2048, 8192
 KEK_BYTES = 32
 _NONCE_BYTES = 12
+_WRAP_MAGIC = b"MKW1"
+_KEK_ID_BYTES = 8
+_HEADER_BYTES = len(_WRAP_MAGIC) + _KEK_ID_BYTES
 
 
 def generate_private_key(key_type: str) -> PrivateKey:
@@ -90,20 +95,61 @@ def parse_kek(text: str) -> bytes:
     return kek
 
 
+def kek_id(kek: bytes) -> str:
+    """A short public name for a KEK (16 hex digits of a SHA-256 over it): written in front of
+    every wrapped key, so a process holding several KEKs during a rotation knows which one to
+    use, and an error can say which KEK is missing. It reveals nothing about the KEK."""
+    return hashlib.sha256(b"mintca kek id\0" + kek).hexdigest()[:16]
+
+
+def wrapped_kek_id(blob: bytes) -> str | None:
+    """The id of the KEK a key is wrapped under; None for keys wrapped before KEK ids."""
+    if len(blob) > len(_WRAP_MAGIC) + _KEK_ID_BYTES and blob.startswith(_WRAP_MAGIC):
+        return blob[len(_WRAP_MAGIC) : len(_WRAP_MAGIC) + _KEK_ID_BYTES].hex()
+    return None
+
+
 def wrap_private_key(key: PrivateKey, *, kek: bytes, label: str) -> bytes:
-    """Encrypt a CA key with AES-256-GCM; `label` (the CA id) is bound as associated data,
-    so a ciphertext moved to another row does not decrypt."""
+    """Encrypt a CA key with AES-256-GCM: `MKW1`, the KEK id, a nonce, the ciphertext. `label`
+    (the CA id) and the header are bound as associated data, so a ciphertext moved to another
+    row does not decrypt."""
     der = key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    header = _WRAP_MAGIC + bytes.fromhex(kek_id(kek))
     nonce = os.urandom(_NONCE_BYTES)
-    return nonce + AESGCM(kek).encrypt(nonce, der, label.encode())
+    return header + nonce + AESGCM(kek).encrypt(nonce, der, header + label.encode())
 
 
-def unwrap_private_key(blob: bytes, *, kek: bytes, label: str) -> PrivateKey:
-    """Raises ValueError when the KEK is wrong or the blob was tampered with."""
+def unwrap_private_key(blob: bytes, *, kek: bytes | Sequence[bytes], label: str) -> PrivateKey:
+    """Decrypt with the KEK named in the blob, chosen from `kek` (one KEK, or several while a
+    rotation is under way). Keys wrapped before KEK ids existed are tried with each KEK.
+
+    Raises ValueError when no KEK given is the right one or the blob was tampered with."""
+    keks = [kek] if isinstance(kek, bytes) else list(kek)
+    wanted = wrapped_kek_id(blob)
+    if wanted is not None:
+        for candidate in keks:
+            if kek_id(candidate) == wanted:
+                header, rest = blob[:_HEADER_BYTES], blob[_HEADER_BYTES:]
+                return _decrypt(candidate, rest, header + label.encode(), label)
+    for candidate in keks:  # a blob from before KEK ids (or one whose header was damaged)
+        try:
+            return _decrypt(candidate, blob, label.encode(), label)
+        except ValueError:
+            continue
+    if wanted is not None and wanted not in {kek_id(k) for k in keks}:
+        have = ", ".join(kek_id(k) for k in keks)
+        raise ValueError(
+            f"cannot decrypt the key of {label}: it is wrapped under KEK {wanted}, "
+            f"and this process has KEK {have}"
+        )
+    raise ValueError(f"cannot decrypt the key of {label}: wrong KEK or damaged row")
+
+
+def _decrypt(kek: bytes, body: bytes, associated: bytes, label: str) -> PrivateKey:
     try:
-        der = AESGCM(kek).decrypt(blob[:_NONCE_BYTES], blob[_NONCE_BYTES:], label.encode())
+        der = AESGCM(kek).decrypt(body[:_NONCE_BYTES], body[_NONCE_BYTES:], associated)
     except InvalidTag as exc:
         raise ValueError(f"cannot decrypt the key of {label}: wrong KEK or damaged row") from exc
     key = serialization.load_der_private_key(der, password=None)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from app.ca.key_types import KEY_TYPES
-from app.cli import admin, enroll, operator, recover, renew
+from app.cli import admin, audit, enroll, kek, operator, recover, renew
 from app.cli.options import DataDirOption, load_settings
 from app.errors import ConfigurationError
 
@@ -26,6 +26,8 @@ for group in operator.GROUPS:
     app.add_typer(group, name=group.info.name)
 app.add_typer(admin.admin_app, name="admin")
 admin.admin_app.command("recover")(recover.recover)
+app.add_typer(audit.audit_app, name="audit")
+app.add_typer(kek.kek_app, name="kek")
 
 
 def _check_key_type(value: str) -> str:
@@ -80,18 +82,16 @@ def init(
 @app.command()
 def serve(data_dir: DataDirOption = None) -> None:
     """Run the public and mtls listeners (initialising an empty data dir first)."""
-    import logging
-
     from app.server.multiprocess import prepare_metrics_dir
 
     prepare_metrics_dir()  # first: before anything imports prometheus-client
+    from app.server.logs import configure_logging
     from app.server.workers import run
+    from app.services.keyring import check_keys
     from app.services.setup import is_initialised
 
     settings = load_settings(data_dir)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings)
     if settings.pkcs11_module is not None:  # a wrong PIN or no token: one line, exit 2
         from app.services.hsm import open_token
 
@@ -101,6 +101,7 @@ def serve(data_dir: DataDirOption = None) -> None:
     else:
         from app.db.migrate import upgrade
 
+        check_keys(settings)  # a wrong or missing KEK stops here, with one line
         upgrade(settings.effective_database_url)
     run(settings)
 

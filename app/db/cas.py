@@ -12,6 +12,14 @@ def list_cas(session: Session) -> list[CARecord]:
     return list(session.scalars(select(CARecord).order_by(CARecord.created_at, CARecord.id)))
 
 
+def wrapped_ca_keys(session: Session) -> list[tuple[str, bytes | None]]:
+    """Each CA's id and wrapped key (two columns every schema revision has; None for an
+    offline root or a key in a PKCS#11 token)."""
+    return [
+        (r.id, r.key_wrapped) for r in session.execute(select(CARecord.id, CARecord.key_wrapped))
+    ]
+
+
 def find_ca(session: Session, ca_id: str) -> CARecord | None:
     return session.get(CARecord, ca_id)
 
@@ -22,6 +30,13 @@ def lock_ca(session: Session, ca_id: str) -> CARecord:
     # populate_existing: a row this session loaded before the lock is read again under it.
     query = select(CARecord).where(CARecord.id == ca_id).with_for_update()
     return session.scalars(query.execution_options(populate_existing=True)).one()
+
+
+def lock_all_cas(session: Session) -> list[CARecord]:
+    """Every CA row, locked (in id order, so two lockers never deadlock): a KEK rotation
+    holds them while it re-wraps, and whoever wraps a new key under a CA's lock waits."""
+    query = select(CARecord).order_by(CARecord.id).with_for_update()
+    return list(session.scalars(query.execution_options(populate_existing=True)))
 
 
 def any_ca_exists(session: Session) -> bool:

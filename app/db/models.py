@@ -164,6 +164,21 @@ class AuditRecord(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(index=True)
     actor: Mapped[str] = mapped_column(String(1024))
-    action: Mapped[str] = mapped_column(String(64))
-    target: Mapped[str] = mapped_column(String(1024))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(1024), index=True)
     details: Mapped[dict[str, Any]]
+    # The hash chain (app.ca.audit_chain): ids are assigned under the chain head's lock, so
+    # id order is chain order; `hash` covers every field above and `prev_hash`.
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditChainRecord(Base):
+    """The head of the audit chain: one row, locked by every append, so appends from any
+    number of processes line up one after another and the chain never forks."""
+
+    __tablename__ = "audit_chain"
+
+    id: Mapped[int] = mapped_column(primary_key=True)  # always 1
+    last_id: Mapped[int] = mapped_column(BigInteger)
+    last_hash: Mapped[str] = mapped_column(String(64))

@@ -78,6 +78,7 @@ def server_configs(
         # uvicorn formats every access line (quoting the path) whenever its logger has a
         # handler, even at a level that drops it: 7 % of an OCSP GET's time in the profile.
         "access_log": settings.log_level.lower() in ("debug", "info"),
+        "log_config": None,  # app.server.logs configured the handlers (text or JSON)
         "proxy_headers": False,
         # Limits, set deliberately (README, Security). The protocol is httptools-based, so
         # the head size limit it enforces is MAX_HEAD_BYTES; the h11 setting matches it in

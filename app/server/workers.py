@@ -14,6 +14,7 @@ import uvloop
 
 from app.config import Settings
 from app.server.listeners import bind_socket, serve_both
+from app.server.logs import configure_logging
 from app.server.multiprocess import mark_worker_dead
 from app.services.container import Services
 
@@ -55,9 +56,7 @@ def run(settings: Settings) -> None:
 
 
 def serve_worker(settings: Settings, public_sock: socket.socket, mtls_sock: socket.socket) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings)  # a spawned child starts with no logging configured
     services = Services(settings)
     try:
         # uvloop: the loop uvicorn picks itself when it runs one; here serve_both runs it, and

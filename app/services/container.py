@@ -15,7 +15,7 @@ from app.services.certificates import CertificateService
 from app.services.crls import CRLService
 from app.services.enrollment import EnrollmentService
 from app.services.hsm import open_token
-from app.services.keyring import Keyring, load_kek
+from app.services.keyring import Keyring, load_keks
 from app.services.metrics import MetricsService
 from app.services.ocsp import OCSPService
 from app.services.peers import PeerService
@@ -35,7 +35,12 @@ class Services:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.db = Database(settings.effective_database_url, pool_size=16)
-        self.keyring = Keyring(self.db, load_kek(settings), open_token(settings))
+        self.keyring = Keyring(
+            self.db,
+            load_keks(settings),
+            open_token(settings),
+            reload_keks=lambda: load_keks(settings),
+        )
         self.keyring.load()
         endpoints = Endpoints(settings.base_url, settings.trust_domain)
         self.endpoints = endpoints

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cryptography import x509
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.ca.issuance import Issuer
-from app.ca.keys import encode_kek, generate_kek, parse_kek, unwrap_private_key
+from app.ca.keys import (
+    PrivateKey,
+    encode_kek,
+    generate_kek,
+    kek_id,
+    parse_kek,
+    unwrap_private_key,
+    wrapped_kek_id,
+)
 from app.ca.signer import LocalSigner, OfflineSigner, Signer
 from app.config import Settings
-from app.db.cas import active_issuer_id, ca_states, list_cas
+from app.db.cas import active_issuer_id, ca_states, list_cas, wrapped_ca_keys
 from app.db.engine import Database
 from app.db.models import CARecord
 from app.errors import ConfigurationError, NotFoundError, ServiceUnavailableError
@@ -26,6 +37,8 @@ if TYPE_CHECKING:
     from app.services.hsm import Token
 
 RELOAD_INTERVAL_SECONDS = 10.0
+KEK_RELOAD_INTERVAL_SECONDS = 1.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,8 +70,60 @@ def load_kek(settings: Settings, *, create: bool = False) -> bytes:
         _create_kek_file(path)
     try:
         return parse_kek(settings.kek or path.read_text())
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         raise ConfigurationError(f"MINTCA_KEK / {path}: {exc}") from exc
+
+
+def previous_kek_file(settings: Settings) -> Path:
+    """Where `mintca kek rotate` keeps the KEKs being retired, one per line."""
+    path = settings.effective_kek_file
+    return path.with_name(path.name + ".previous")
+
+
+def load_keks(settings: Settings) -> tuple[bytes, ...]:
+    """The current KEK first, then those being retired (MINTCA_KEK_PREVIOUS and the
+    `.previous` file beside the KEK file, one per line): keys wrapped under any of them
+    unwrap.
+
+    Raises:
+        ConfigurationError: no current KEK, or a KEK that is not base64 of 32 bytes.
+    """
+    current = load_kek(settings)
+    path = previous_kek_file(settings)
+    try:
+        text = (settings.kek_previous or "").replace(",", " ")
+        text += " " + (path.read_text() if path.exists() else "")
+        previous = [parse_kek(word) for word in text.split()]
+    except (ValueError, OSError) as exc:
+        raise ConfigurationError(f"MINTCA_KEK_PREVIOUS / {path}: {exc}") from exc
+    return tuple(dict.fromkeys([current, *previous]))
+
+
+def check_keys(settings: Settings) -> None:
+    """Unwrap every CA key once, so `serve` stops with one clear line on a wrong or missing
+    KEK before it migrates or starts any worker. Reads two columns that every schema
+    revision has; a database without the table yet is left to the migration.
+
+    Raises:
+        ConfigurationError: no KEK, a malformed one, or one that does not unwrap the keys.
+    """
+    keks = load_keks(settings)
+    db = Database(settings.effective_database_url, pool_size=1)
+    try:
+        with db.read() as session:
+            keys = wrapped_ca_keys(session)
+    except DBAPIError:
+        log.debug("no CA table to check the KEK against yet", exc_info=True)
+        return
+    finally:
+        db.dispose()
+    for ca_id, blob in keys:
+        if blob is None:  # an offline root, or a key in a PKCS#11 token
+            continue
+        try:
+            unwrap_private_key(blob, kek=keks, label=ca_id)
+        except ValueError as exc:
+            raise ConfigurationError(f"{exc}; is MINTCA_KEK the one used at init?") from exc
 
 
 def _create_kek_file(path: Path) -> None:
@@ -73,9 +138,18 @@ class Keyring:
     """Loads every CA once per process; reloads when it meets a CA it does not know yet
     (another process rotated). A reload unwraps only keys it has not unwrapped before."""
 
-    def __init__(self, db: Database, kek: bytes, token: Token | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        kek: bytes | Sequence[bytes],
+        token: Token | None = None,
+        *,
+        reload_keks: Callable[[], tuple[bytes, ...]] | None = None,
+    ) -> None:
         self._db = db
-        self._kek = kek
+        self._keks = (kek,) if isinstance(kek, bytes) else tuple(kek)
+        self._reload_keks = reload_keks
+        self._keks_loaded_at = time.monotonic()
         self._token = token
         self._lock = threading.Lock()
         self._authorities: dict[str, Authority] = {}
@@ -107,7 +181,7 @@ class Keyring:
             signer = OfflineSigner(certificate.public_key())  # type: ignore[arg-type]  # CA keys are of the accepted types
         else:
             try:
-                key = unwrap_private_key(record.key_wrapped, kek=self._kek, label=record.id)
+                key = self.unwrap(record.key_wrapped, label=record.id)
             except ValueError as exc:
                 raise ConfigurationError(f"{exc}; is MINTCA_KEK the one used at init?") from exc
             signer = LocalSigner(key)
@@ -149,7 +223,60 @@ class Keyring:
 
     @property
     def kek(self) -> bytes:
-        return self._kek
+        """The current KEK (the first of those this process holds)."""
+        return self._keks[0]
+
+    def unwrap(self, blob: bytes, *, label: str) -> PrivateKey:
+        """Unwrap with the KEK the blob names. A KEK this process does not hold yet (another
+        process ran `mintca kek rotate`) makes it read its KEK sources again, once a second
+        at most, so serving processes follow a rotation without a restart.
+
+        Raises ValueError: no KEK held unwraps it."""
+        try:
+            return unwrap_private_key(blob, kek=self._keks, label=label)
+        except ValueError:
+            if not self._refresh_keks(wrapped_kek_id(blob)):
+                raise
+            return unwrap_private_key(blob, kek=self._keks, label=label)
+
+    def kek_for(self, blob: bytes | None) -> bytes:
+        """The KEK to wrap a new key with: the one `blob` (a CA row read under its lock) is
+        wrapped under, so new keys follow the database through a KEK rotation even in a
+        process that started before it.
+
+        Raises:
+            ServiceUnavailableError: this process cannot get that KEK."""
+        wanted = wrapped_kek_id(blob) if blob is not None else None
+        if wanted is None:  # no wrapped key to follow (offline root, key in a token)
+            return self.kek
+        for _attempt in range(2):
+            for kek in self._keks:
+                if kek_id(kek) == wanted:
+                    return kek
+            if not self._refresh_keks(wanted):
+                break
+        raise ServiceUnavailableError(
+            f"the keys are wrapped under KEK {wanted}, which this process does not have"
+        )
+
+    def _refresh_keks(self, wanted: str | None) -> bool:
+        """Read the KEK sources again when `wanted` is a KEK id we lack; True if it changed."""
+        if self._reload_keks is None or wanted in {kek_id(k) for k in self._keks}:
+            return False
+        if time.monotonic() - self._keks_loaded_at < KEK_RELOAD_INTERVAL_SECONDS:
+            return False
+        try:
+            keks = self._reload_keks()
+        except ConfigurationError:
+            log.warning("cannot read the KEK sources again", exc_info=True)
+            return False
+        finally:
+            self._keks_loaded_at = time.monotonic()
+        changed = keks != self._keks
+        if changed:
+            log.info("KEKs reloaded: now %s", ", ".join(kek_id(k) for k in keks))
+        self._keks = keks
+        return changed
 
     @property
     def token(self) -> Token | None:

@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from app.ca.bootstrap import responder_common_name
 from app.ca.issuance import Endpoints
-from app.ca.keys import generate_private_key, unwrap_private_key, wrap_private_key
+from app.ca.keys import generate_private_key, wrap_private_key
 from app.ca.names import RequestedNames
 from app.ca.profiles import PROFILES
 from app.ca.serials import format_serial
@@ -95,7 +95,9 @@ class ResponderService:
 
     def _load_or_issue(self, authority: Authority, generation: int) -> Responder:
         with self._db.write() as session:
-            lock_ca(session, authority.ca_id)  # one replica issues; the others then load it
+            # One replica issues; the others then load it. The CA row, read under its lock,
+            # names the KEK that new keys are wrapped under (see `mintca kek rotate`).
+            kek = self._keyring.kek_for(lock_ca(session, authority.ca_id).key_wrapped)
             row = responder_queries.newest_for(session, authority.ca_id)
             if row is not None:
                 record = certificate_queries.find_certificate(session, row.serial)
@@ -132,9 +134,7 @@ class ResponderService:
                     ca_id=authority.ca_id,
                     serial=serial,
                     cert_der=certificate.public_bytes(Encoding.DER),
-                    key_wrapped=wrap_private_key(
-                        key, kek=self._keyring.kek, label=f"ocsp:{serial}"
-                    ),
+                    key_wrapped=wrap_private_key(key, kek=kek, label=f"ocsp:{serial}"),
                     not_after=certificate.not_valid_after_utc,
                     created_at=now,
                 )
@@ -142,6 +142,6 @@ class ResponderService:
             return Responder(certificate, LocalSigner(key), generation)
 
     def _from_row(self, row: ResponderRecord, generation: int) -> Responder:
-        key = unwrap_private_key(row.key_wrapped, kek=self._keyring.kek, label=f"ocsp:{row.serial}")
+        key = self._keyring.unwrap(row.key_wrapped, label=f"ocsp:{row.serial}")
         certificate = x509.load_der_x509_certificate(row.cert_der)
         return Responder(certificate, LocalSigner(key), generation)

@@ -252,6 +252,10 @@ ADMIN_REQUEST_ERRORS = [
     # audit
     pytest.param("GET", "/admin/audit?limit=0", None, 400, id="audit/limit 0"),
     pytest.param("GET", "/admin/audit?before_id=" + "9" * 30, None, 400, id="audit/before_id huge"),
+    pytest.param("GET", "/admin/audit?cursor=" + "9" * 30, None, 400, id="audit/cursor huge"),
+    pytest.param("GET", "/admin/audit?cursor=abc", None, 400, id="audit/cursor not a number"),
+    pytest.param("GET", "/admin/audit?since=yesterday", None, 400, id="audit/since not a time"),
+    pytest.param("GET", "/admin/audit/chain?after_id=-1", None, 400, id="audit/chain after_id < 0"),
 ]
 
 
@@ -729,8 +733,9 @@ def test_audit_newest_first_naming_the_admin(
     response = admin_client.get("/admin/audit")
 
     assert response.status_code == 200, response.text
-    entries = response.json()
-    assert all(set(e) == {"id", "at", "actor", "action", "target", "details"} for e in entries)
+    entries = response.json()["items"]
+    fields = {"id", "at", "actor", "action", "target", "details", "prev_hash", "hash"}
+    assert all(set(e) == fields for e in entries), entries
     newest = [(e["action"], e["target"]) for e in entries[:4]]
     assert newest == [
         ("certificate.unhold", serial),
@@ -743,9 +748,15 @@ def test_audit_newest_first_naming_the_admin(
     moments = [datetime.fromisoformat(e["at"]) for e in entries]
     assert moments == sorted(moments, reverse=True), "newest first"
     assert entries[1]["details"]["reason"] == "certificateHold"
-    # The next page starts after the id of the last entry seen.
-    page = admin_client.get("/admin/audit", params={"before_id": entries[1]["id"], "limit": 2})
+    # The next page starts after the last entry seen: `next_cursor`, or its old name before_id.
+    first_page = admin_client.get("/admin/audit", params={"limit": 2}).json()
+    assert first_page["items"] == entries[:2], first_page
+    page = admin_client.get(
+        "/admin/audit", params={"cursor": first_page["next_cursor"], "limit": 2}
+    )
     assert page.status_code == 200, page.text
-    assert page.json() == entries[2:4], page.text
+    assert page.json()["items"] == entries[2:4], page.text
+    old_style = admin_client.get("/admin/audit", params={"before_id": entries[1]["id"], "limit": 2})
+    assert old_style.json()["items"] == entries[2:4], old_style.text
     assert entries[-1]["action"] in {"ca.init", "certificate.issue"}, "init's rows come last"
-    assert len(admin_client.get("/admin/audit", params={"limit": 2}).json()) == 2
+    assert response.json()["next_cursor"] is None, "one page holds them all"

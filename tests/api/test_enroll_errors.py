@@ -750,7 +750,9 @@ def test_enrollment_is_committed_and_audited(
     audit = admin_client.get("/admin/audit")
     assert audit.status_code == 200, audit.text
     issues = [
-        e for e in audit.json() if e["action"] == "certificate.issue" and e["target"] == serial
+        e
+        for e in audit.json()["items"]
+        if e["action"] == "certificate.issue" and e["target"] == serial
     ]
     assert len(issues) == 1, audit.text
     assert issues[0]["actor"] == f"token:{token['id']}"

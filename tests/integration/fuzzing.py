@@ -105,15 +105,6 @@ def known_defect(path: str, query: Mapping[str, Any], *, postgresql: bool) -> st
     fuzzers count it apart (and print it) instead of failing. Each entry is held by a strict
     xfail in tests/api/test_known_defects.py: when its fix lands that test passes, fails as
     XPASS, and the entry and the xfail go together."""
-    if postgresql and path == "/admin/audit":
-        try:
-            before_id = int(str(query.get("before_id", 0)))
-        except ValueError:
-            return None
-        if before_id > INT4_MAX:
-            return (
-                "GET /admin/audit?before_id above 2**31-1 on PostgreSQL (audit_log.id is INTEGER)"
-            )
     return None
 
 

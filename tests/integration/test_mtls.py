@@ -373,7 +373,7 @@ def test_peer_certificate_names_the_audit_actor(live_server: LiveServer, tmp_pat
     assert by_ops.status_code == 201, by_ops.text
     assert by_bootstrap.status_code == 201, by_bootstrap.text
     assert audit.status_code == 200, audit.text
-    entries = {e["target"]: e for e in audit.json() if e["action"] == "token.create"}
+    entries = {e["target"]: e for e in audit.json()["items"] if e["action"] == "token.create"}
     ops_actor = entries[by_ops.json()["id"]]["actor"]
     bootstrap_actor = entries[by_bootstrap.json()["id"]]["actor"]
     assert ops.serial in ops_actor, audit.json()

@@ -4,7 +4,7 @@ router's dependency demands admin of a route that declares none."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from cryptography import x509
@@ -19,7 +19,10 @@ from app.api.deps import (
 )
 from app.api.media import pem
 from app.api.schemas import (
+    AuditChainHead,
+    AuditChainPage,
     AuditEntryResponse,
+    AuditPage,
     BulkRevocationRequest,
     BulkRevocationResponse,
     CAResponse,
@@ -31,6 +34,8 @@ from app.api.schemas import (
     TokenCreateResponse,
 )
 from app.ca.serials import format_serial
+from app.errors import InvalidRequestError
+from app.services.audit import AuditEntry
 from app.services.bulk_revocation import RevocationFilter
 from app.services.certificates import CertificateInfo
 from app.services.container import Services
@@ -155,23 +160,81 @@ def rotate_ca(body: CARotateRequest, admin: AdminDep, services: ServicesDep) -> 
     return ca_response(authority, services)
 
 
+# audit_log.id is INTEGER (32 bits on PostgreSQL): larger ids are refused as bad input (400)
+# rather than reaching the database as an out-of-range parameter (500).
+AUDIT_ID_MAX = 2**31 - 1
+_CURSOR = r"^[0-9]{1,10}$"
+AUDIT_PAGE_MAX = 1000
+
+
+def _audit_cursor(cursor: str) -> int:
+    """Raises:
+    InvalidRequestError: beyond the ids audit_log can hold."""
+    if int(cursor) > AUDIT_ID_MAX:
+        raise InvalidRequestError("cursor is not one this API gave")
+    return int(cursor)
+
+
+def _audit_entry(e: AuditEntry) -> AuditEntryResponse:
+    return AuditEntryResponse(
+        id=e.id,
+        at=e.at,
+        actor=e.actor,
+        action=e.action,
+        target=e.target,
+        details=e.details,
+        prev_hash=e.prev_hash,
+        hash=e.hash,
+    )
+
+
 @router.get("/audit", dependencies=[Depends(require_auditor)])
 def audit_log(
     services: ServicesDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
-) -> list[AuditEntryResponse]:
-    return [
-        AuditEntryResponse(
-            id=e.id,
-            at=e.at,
-            actor=e.actor,
-            action=e.action,
-            target=e.target,
-            details=e.details,
-        )
-        for e in services.audit.newest(limit=limit, before_id=before_id)
-    ]
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    actor: Annotated[str | None, Query(max_length=1024, description="substring")] = None,
+    target: Annotated[str | None, Query(max_length=1024)] = None,
+    since: Annotated[datetime | None, Query(description="inclusive; no zone means UTC")] = None,
+    until: Annotated[datetime | None, Query(description="exclusive; no zone means UTC")] = None,
+    cursor: Annotated[str | None, Query(pattern=_CURSOR)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=AUDIT_ID_MAX, deprecated=True)] = None,
+    limit: Annotated[int, Query(ge=1, le=AUDIT_PAGE_MAX)] = 100,
+) -> AuditPage:
+    """Entries newest first; `next_cursor` pages to older ones (`before_id` is its old name)."""
+    entries, next_id = services.audit.search(
+        action=action,
+        actor=actor,
+        target=target,
+        since=since,
+        until=until,
+        before_id=_audit_cursor(cursor) if cursor is not None else before_id,
+        limit=limit,
+    )
+    return AuditPage(
+        items=[_audit_entry(e) for e in entries],
+        next_cursor=str(next_id) if next_id is not None else None,
+    )
+
+
+@router.get("/audit/chain", dependencies=[Depends(require_auditor)])
+def audit_chain(
+    services: ServicesDep,
+    after_id: Annotated[int, Query(ge=0, le=AUDIT_ID_MAX)] = 0,
+    up_to_id: Annotated[int | None, Query(ge=0, le=AUDIT_ID_MAX)] = None,
+    limit: Annotated[int, Query(ge=1, le=AUDIT_PAGE_MAX)] = AUDIT_PAGE_MAX,
+) -> AuditChainPage:
+    """The chain oldest first with its hashes, for `mintca audit verify`, which recomputes
+    every hash itself. `up_to_id` (the head of the first page) keeps a walk to one chain
+    while entries are appended."""
+    head = services.audit.head()
+    entries, next_id = services.audit.chain(
+        after_id=after_id, up_to_id=head.id if up_to_id is None else up_to_id, limit=limit
+    )
+    return AuditChainPage(
+        head=AuditChainHead(id=head.id, hash=head.hash),
+        items=[_audit_entry(e) for e in entries],
+        next_cursor=str(next_id) if next_id is not None else None,
+    )
 
 
 @router.post("/revocations")
