@@ -38,6 +38,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/admin/certificates/{serial}"): Role.AUDITOR,
     ("GET", "/admin/cas"): Role.AUDITOR,
     ("GET", "/admin/audit"): Role.AUDITOR,
+    ("GET", "/admin/audit/chain"): Role.AUDITOR,
     ("POST", "/admin/tokens"): Role.OPERATOR,
     ("POST", "/admin/certificates/{serial}/revoke"): Role.OPERATOR,
     ("POST", "/admin/certificates/{serial}/unhold"): Role.OPERATOR,

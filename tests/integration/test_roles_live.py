@@ -65,6 +65,7 @@ MATRIX = [
     Case("GET", "/admin/certificates/{serial}", "/admin/certificates/{serial}", Role.AUDITOR),
     Case("GET", "/admin/cas", "/admin/cas", Role.AUDITOR),
     Case("GET", "/admin/audit", "/admin/audit", Role.AUDITOR),
+    Case("GET", "/admin/audit/chain", "/admin/audit/chain", Role.AUDITOR),
     Case(
         "POST",
         "/admin/tokens",
