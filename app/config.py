@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     trust_domain: str = Field(
         default="mintca.internal", pattern=r"^[a-z0-9._-]{1,255}$"
     )  # Rust regex: $ is the end
+    # ACME (SPEC: ACME on the public listener)
+    acme_eab_required: bool = True
+    acme_http01_port: int = Field(default=80, ge=1, le=65535)
+    acme_tlsalpn01_port: int = Field(default=443, ge=1, le=65535)
+    acme_dns_resolver: str | None = None  # host:port for every validation lookup
 
     @property
     def effective_database_url(self) -> str:

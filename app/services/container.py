@@ -8,6 +8,7 @@ from app.ca.issuance import Endpoints
 from app.clock import Clock, SystemClock
 from app.config import Settings
 from app.db.engine import Database
+from app.services.acme.service import AcmeService
 from app.services.audit import AuditService
 from app.services.certificates import CertificateService
 from app.services.crls import CRLService
@@ -53,6 +54,15 @@ class Services:
         self.peers = PeerService(self.db, self.clock)
         self.roles = RoleService(self.db, self.clock, self.keyring, endpoints)
         self.renewal = RenewalService(self.db, self.clock, self.keyring, endpoints)
+        self.acme = AcmeService(
+            self.db,
+            self.clock,
+            settings,
+            keyring=self.keyring,
+            endpoints=endpoints,
+            certificates=self.certificates,
+            revocation=self.revocation,
+        )
 
     def ready(self) -> bool:
         """The database answers and an issuing CA is loaded."""
