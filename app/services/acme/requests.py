@@ -106,6 +106,8 @@ class AcmeRequests:
         """
         jws = parse_jws(body)
         header = jws.protected
+        if not isinstance(header.get("alg"), str):
+            raise malformed("the protected header needs an alg")
         if jws.alg not in SIGNATURE_ALGS:
             raise AcmeProblemError(
                 "badSignatureAlgorithm",

@@ -1,0 +1,275 @@
+"""RFC 8555 with an in-process client that signs its own JWS: the whole flow over http-01 and
+dns-01, and each refusal with its ACME error type and a fresh nonce."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from app.ca.acme.jws import b64url_encode, dns01_txt_value, key_authorization
+from app.services.container import Services
+from tests.acme.conftest import ZONE, AcmeClient, Http01Answers
+from tests.acme.dns_server import FakeDNS
+from tests.acme.jose import public_jwk
+
+ACME_ERROR = "urn:ietf:params:acme:error:"
+
+
+def problem(response: httpx.Response, status: int, acme_type: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json", response.text
+    body: dict[str, Any] = response.json()
+    assert body["type"] == ACME_ERROR + acme_type, body
+    assert response.headers.get("Replay-Nonce"), "every ACME answer carries a fresh nonce"
+    return body
+
+
+def csr_der(*names: str, key: ec.EllipticCurvePrivateKey | None = None) -> str:
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .sign(key, hashes.SHA256())
+    )
+    return b64url_encode(csr.public_bytes(Encoding.DER))
+
+
+def new_order(client: AcmeClient, *names: str) -> tuple[str, dict[str, Any]]:
+    identifiers = [{"type": "dns", "value": n} for n in names]
+    response = client.post(client.directory["newOrder"], {"identifiers": identifiers})
+    assert response.status_code == 201, response.text
+    return response.headers["Location"], response.json()
+
+
+def validate(
+    client: AcmeClient,
+    services: Services,
+    order: dict[str, Any],
+    *,
+    kind: str,
+    http01: Http01Answers,
+    dns: FakeDNS,
+) -> None:
+    """Answer `kind` for every authorization, ask for validation, run the validator."""
+    for authz_url in order["authorizations"]:
+        authz = client.post(authz_url, None).json()
+        challenge = next(c for c in authz["challenges"] if c["type"] == kind)
+        key_auth = key_authorization(challenge["token"], public_jwk(client.key))
+        name = authz["identifier"]["value"]
+        http01.answers[challenge["token"]] = key_auth
+        dns.txt[f"_acme-challenge.{name}"] = [dns01_txt_value(key_auth)]
+        answered = client.post(challenge["url"], {})
+        assert answered.status_code == 200, answered.text
+        assert answered.json()["status"] == "processing", answered.text
+        assert 'rel="up"' in answered.headers["Link"]
+    assert services.acme.validator.run_due() == len(order["authorizations"])
+
+
+def ready_order(
+    client: AcmeClient, services: Services, http01: Http01Answers, dns: FakeDNS, *names: str
+) -> str:
+    url, order = new_order(client, *names)
+    validate(client, services, order, kind="http-01", http01=http01, dns=dns)
+    ready = client.post(url, None).json()
+    assert ready["status"] == "ready", ready
+    return url
+
+
+def issue(
+    client: AcmeClient, services: Services, http01: Http01Answers, dns: FakeDNS, name: str
+) -> x509.Certificate:
+    url = ready_order(client, services, http01, dns, name)
+    order = client.post(url, None).json()
+    done = client.post(order["finalize"], {"csr": csr_der(name)})
+    assert done.json()["status"] == "valid", done.text
+    chain = client.post(done.json()["certificate"], None)
+    assert chain.headers["content-type"] == "application/pem-certificate-chain"
+    return x509.load_pem_x509_certificates(chain.content)[0]
+
+
+def test_directory_and_nonces(acme_http: Any) -> None:
+    directory = acme_http.get("/acme/directory")
+    assert directory.json()["meta"]["externalAccountRequired"] is True, directory.text
+    assert directory.json()["newOrder"] == "http://testserver/acme/new-order"
+    head = acme_http.head("/acme/new-nonce")
+    get = acme_http.get("/acme/new-nonce")
+    assert (head.status_code, get.status_code) == (200, 204)
+    assert head.headers["Replay-Nonce"] != get.headers["Replay-Nonce"]
+    assert head.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("kind", ["http-01", "dns-01"])
+def test_an_order_is_validated_finalized_and_downloaded(
+    account: AcmeClient,
+    acme_services: Services,
+    http01: Http01Answers,
+    test_dns: FakeDNS,
+    kind: str,
+) -> None:
+    name = f"app.{ZONE}"
+    url, order = new_order(account, name)
+    assert order["status"] == "pending"
+    validate(account, acme_services, order, kind=kind, http01=http01, dns=test_dns)
+    order = account.post(url, None).json()
+    assert order["status"] == "ready", order
+    done = account.post(order["finalize"], {"csr": csr_der(name)})
+    assert done.status_code == 200, done.text
+    chain = x509.load_pem_x509_certificates(account.post(done.json()["certificate"], None).content)
+    leaf = chain[0]
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == [name]
+    assert len(chain) == 3, "leaf, issuing CA, root"
+    # An ordinary MintCA certificate, audited with the account URL as actor.
+    serial = f"{leaf.serial_number:x}"
+    assert acme_services.certificates.get(serial).profile == "server"
+    entries = acme_services.audit.newest(limit=5)
+    issued = next(e for e in entries if e.action == "certificate.issue")
+    assert issued.actor == account.kid
+
+
+def test_a_failed_challenge_makes_the_order_invalid(
+    account: AcmeClient, acme_services: Services, http01: Http01Answers
+) -> None:
+    url, order = new_order(account, f"nothing.{ZONE}")
+    authz = account.post(order["authorizations"][0], None).json()
+    challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
+    http01.answers[challenge["token"]] = "wrong"
+    account.post(challenge["url"], {})
+    acme_services.acme.validator.run_due()
+    failed = account.post(challenge["url"], None).json()
+    assert failed["status"] == "invalid", failed
+    assert failed["error"]["type"] == ACME_ERROR + "incorrectResponse", failed
+    assert account.post(url, None).json()["status"] == "invalid"
+
+
+def test_a_name_outside_the_credential_is_rejected(account: AcmeClient) -> None:
+    identifiers = [{"type": "dns", "value": "app.elsewhere.example"}]
+    response = account.post(account.directory["newOrder"], {"identifiers": identifiers})
+    problem(response, 400, "rejectedIdentifier")
+
+
+def test_a_reused_nonce_is_refused_with_a_fresh_one(account: AcmeClient) -> None:
+    nonce = account.nonce()
+    first = account.post(account.kid or "", None, nonce=nonce)
+    assert first.status_code == 200, first.text
+    again = account.post(account.kid or "", None, nonce=nonce)
+    problem(again, 400, "badNonce")
+    fresh = again.headers["Replay-Nonce"]
+    assert fresh != nonce
+    assert account.post(account.kid or "", None, nonce=fresh).status_code == 200
+
+
+def test_a_bad_signature_is_refused(account: AcmeClient) -> None:
+    other = ec.generate_private_key(ec.SECP256R1())
+    response = account.post(account.directory["newOrder"], {"identifiers": []}, key=other)
+    problem(response, 400, "malformed")
+
+
+def test_a_csr_unlike_the_order_is_bad_and_the_order_stays_ready(
+    account: AcmeClient, acme_services: Services, http01: Http01Answers, test_dns: FakeDNS
+) -> None:
+    url = ready_order(account, acme_services, http01, test_dns, f"a.{ZONE}")
+    finalize = account.post(url, None).json()["finalize"]
+    for csr in (csr_der(f"b.{ZONE}"), csr_der(f"a.{ZONE}", f"b.{ZONE}"), "bm90IGEgY3Ny"):
+        problem(account.post(finalize, {"csr": csr}), 400, "badCSR")
+    assert account.post(url, None).json()["status"] == "ready"
+
+
+def test_finalize_before_validation_is_order_not_ready(account: AcmeClient) -> None:
+    _url, order = new_order(account, f"early.{ZONE}")
+    problem(
+        account.post(order["finalize"], {"csr": csr_der(f"early.{ZONE}")}), 403, "orderNotReady"
+    )
+
+
+def test_a_deactivated_account_can_order_nothing(account: AcmeClient) -> None:
+    done = account.post(account.kid or "", {"status": "deactivated"})
+    assert done.json()["status"] == "deactivated", done.text
+    identifiers = [{"type": "dns", "value": f"x.{ZONE}"}]
+    response = account.post(account.directory["newOrder"], {"identifiers": identifiers})
+    problem(response, 401, "unauthorized")
+
+
+def test_accounts_need_a_binding_and_a_credential_binds_one_account(
+    acme_http: Any, credential: tuple[str, str]
+) -> None:
+    stranger = AcmeClient(acme_http)
+    url = stranger.directory["newAccount"]
+    problem(
+        stranger.post(url, {"termsOfServiceAgreed": True}, use_jwk=True),
+        400,
+        "externalAccountRequired",
+    )
+    problem(
+        stranger.post(url, {"onlyReturnExisting": True}, use_jwk=True), 400, "accountDoesNotExist"
+    )
+    assert stranger.register(*credential).status_code == 201
+    again = stranger.post(url, {"onlyReturnExisting": True}, use_jwk=True)
+    assert (again.status_code, again.headers["Location"]) == (200, stranger.kid), again.text
+    problem(AcmeClient(acme_http).register(*credential), 401, "unauthorized")
+    problem(
+        AcmeClient(acme_http).register(credential[0], b64url_encode(b"x" * 32)), 401, "unauthorized"
+    )
+
+
+def test_revocation_by_the_account_and_by_the_certificate_key(
+    account: AcmeClient,
+    acme_services: Services,
+    http01: Http01Answers,
+    test_dns: FakeDNS,
+    acme_http: Any,
+    credential: tuple[str, str],
+) -> None:
+    leaf = issue(account, acme_services, http01, test_dns, f"rev.{ZONE}")
+    der = b64url_encode(leaf.public_bytes(Encoding.DER))
+    revoke_url = account.directory["revokeCert"]
+    intruder = AcmeClient(acme_http)
+    other = acme_services.acme.accounts.create_credential(
+        names=[f"*.{ZONE}"], profile=None, max_validity_days=None, actor="test"
+    )
+    intruder.register(other.kid, other.hmac_key)
+    problem(intruder.post(revoke_url, {"certificate": der}), 403, "unauthorized")
+    problem(account.post(revoke_url, {"certificate": der, "reason": 6}), 400, "badRevocationReason")
+    done = account.post(revoke_url, {"certificate": der, "reason": 1})
+    assert done.status_code == 200, done.text
+    info = acme_services.certificates.get(f"{leaf.serial_number:x}")
+    assert info.revocation_reason == "keyCompromise"
+    problem(account.post(revoke_url, {"certificate": der}), 400, "alreadyRevoked")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        pytest.param(b"{", "application/jose+json", 400, id="broken json"),
+        pytest.param(b"[]", "application/jose+json", 400, id="json list"),
+        pytest.param(
+            b'{"protected":"!!","payload":"","signature":""}',
+            "application/jose+json",
+            400,
+            id="bad base64url",
+        ),
+        pytest.param(
+            b'{"protected":"e30","payload":"","signature":""}',
+            "application/jose+json",
+            400,
+            id="empty header",
+        ),
+        pytest.param(b"{}", "application/json", 415, id="wrong media type"),
+        pytest.param(b"x" * 70000, "application/jose+json", 413, id="huge body"),
+    ],
+)
+def test_malformed_requests_get_acme_problems(
+    acme_http: Any, body: bytes, content_type: str, status: int
+) -> None:
+    response = acme_http.post(
+        "/acme/new-order", content=body, headers={"Content-Type": content_type}
+    )
+    problem(response, status, "malformed")
