@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from app.ca.keys import KEY_TYPES
-from app.cli import admin, enroll, operator, renew
+from app.cli import acme, admin, enroll, operator, renew
 from app.cli.options import DataDirOption, load_settings
 from app.clock import SystemClock
 from app.errors import ConfigurationError
@@ -23,6 +23,7 @@ app.command("renew")(renew.renew)
 for group in operator.GROUPS:
     app.add_typer(group, name=group.info.name)
 app.add_typer(admin.admin_app, name="admin")
+app.add_typer(acme.acme_app, name="acme")
 
 
 def _check_key_type(value: str) -> str:
