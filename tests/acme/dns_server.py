@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dns.message
 import dns.rcode
@@ -21,6 +22,7 @@ class FakeDNS:
     zone: str
     port: int = 0
     txt: dict[str, list[str]] = field(default_factory=dict)
+    txt_dir: Path | None = None  # files named after the name (e.g. by lego's exec provider)
 
     @property
     def resolver(self) -> str:
@@ -37,12 +39,18 @@ class FakeDNS:
             response.answer.append(
                 dns.rrset.from_text(question.name, 5, dns.rdataclass.IN, "A", "127.0.0.1")
             )
-        elif question.rdtype == dns.rdatatype.TXT and name in self.txt:
-            values = [f'"{value}"' for value in self.txt[name]]
+        elif question.rdtype == dns.rdatatype.TXT and self.txt_values(name):
+            values = [f'"{value}"' for value in self.txt_values(name)]
             response.answer.append(
                 dns.rrset.from_text(question.name, 5, dns.rdataclass.IN, "TXT", *values)
             )
         return bytes(response.to_wire())
+
+    def txt_values(self, name: str) -> list[str]:
+        values = list(self.txt.get(name, []))
+        if self.txt_dir is not None and (self.txt_dir / name).is_file():
+            values.append((self.txt_dir / name).read_text().strip())
+        return values
 
 
 @contextmanager
