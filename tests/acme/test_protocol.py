@@ -17,7 +17,7 @@ from app.ca.acme.jws import b64url_encode, dns01_txt_value, key_authorization
 from app.services.container import Services
 from tests.acme.conftest import ZONE, AcmeClient, Http01Answers
 from tests.acme.dns_server import FakeDNS
-from tests.acme.jose import public_jwk
+from tests.acme.jose import jws, public_jwk
 
 ACME_ERROR = "urn:ietf:params:acme:error:"
 
@@ -273,3 +273,26 @@ def test_malformed_requests_get_acme_problems(
         "/acme/new-order", content=body, headers={"Content-Type": content_type}
     )
     problem(response, status, "malformed")
+
+
+def test_key_rollover_retires_the_old_key(account: AcmeClient) -> None:
+    url = account.directory["keyChange"]
+    old_key, new_key = account.key, ec.generate_private_key(ec.SECP256R1())
+    inner = jws(
+        new_key,
+        {"account": account.kid, "oldKey": public_jwk(old_key)},
+        url=url,
+        nonce=None,
+        kid=None,
+    )
+    changed = account.post(url, inner)
+    assert changed.status_code == 200, changed.text
+    refused = account.post(account.kid or "", None)
+    problem(refused, 400, "malformed")  # the old key's signature no longer verifies
+    account.key = new_key
+    assert account.post(account.kid or "", None).status_code == 200
+    stranger = AcmeClient(account.http, key=new_key)
+    again = stranger.post(
+        stranger.directory["newAccount"], {"onlyReturnExisting": True}, use_jwk=True
+    )
+    assert again.headers["Location"] == account.kid, again.text

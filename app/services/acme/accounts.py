@@ -8,7 +8,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.ca.acme.identifiers import unwrap_secret, wrap_secret
-from app.ca.acme.jws import b64url_encode, malformed, parse_jws, thumbprint, verify_eab
+from app.ca.acme.jws import (
+    b64url_encode,
+    load_jwk,
+    malformed,
+    parse_jws,
+    thumbprint,
+    verify_eab,
+    verify_signature,
+)
 from app.ca.names import is_dns_name, is_ip
 from app.ca.profiles import get_profile
 from app.clock import Clock
@@ -181,6 +189,43 @@ class AcmeAccounts:
                 audit.record(
                     session, at=now, actor=url, action="acme.account.deactivate", target=url
                 )
+            return account_from_record(record, self._urls)
+
+    def change_key(self, request: VerifiedRequest, url: str) -> Account:
+        """RFC 8555 §7.3.5 key rollover: the inner JWS, signed by the new key, names the
+        account and its old key; afterwards the old key signs nothing.
+
+        Raises:
+            AcmeProblemError: malformed, badPublicKey, conflict (409: the new key has an
+                account).
+        """
+        assert request.account is not None
+        inner = parse_jws(request.payload())
+        new_jwk = inner.protected.get("jwk")
+        if inner.protected.get("url") != url or "nonce" in inner.protected:
+            raise malformed("the inner JWS needs the keyChange url and no nonce")
+        if not isinstance(new_jwk, dict) or "kid" in inner.protected:
+            raise malformed("the inner JWS is signed with a jwk (the new key)")
+        verify_signature(inner, load_jwk(new_jwk))
+        change = inner.payload_json()
+        if change.get("account") != request.account.url or change.get("oldKey") != request.jwk:
+            raise malformed("the inner payload must name this account and its current key")
+        new_thumbprint = thumbprint(new_jwk)
+        now = self._clock.now()
+        with self._db.write() as session:
+            if queries.find_account_by_thumbprint(session, new_thumbprint) is not None:
+                raise AcmeProblemError("conflict", "the new key has an account", status=409)
+            record = session.get(AcmeAccountRecord, request.account.id)
+            assert record is not None
+            record.jwk, record.thumbprint = new_jwk, new_thumbprint
+            audit.record(
+                session,
+                at=now,
+                actor=request.account.url,
+                action="acme.account.key_change",
+                target=request.account.url,
+                details={"thumbprint": new_thumbprint},
+            )
             return account_from_record(record, self._urls)
 
     def credential_of(self, account: Account) -> tuple[list[str], str, int | None] | None:

@@ -32,3 +32,11 @@ async def update_account(account_id: str, request: Request, services: ServicesDe
         raise AcmeProblemError("unauthorized", "sign with this account's key", status=403)
     account = await run_in_threadpool(services.acme.accounts.update_account, signed)
     return acme_json(account_json(account), location=account.url)
+
+
+@router.post("/key-change")
+async def key_change(request: Request, services: ServicesDep) -> Response:
+    signed = await verified(request)
+    url = services.acme.urls("key-change")
+    account = await run_in_threadpool(services.acme.accounts.change_key, signed, url)
+    return acme_json(account_json(account), location=account.url)

@@ -20,6 +20,7 @@ def directory(services: ServicesDep) -> Response:
             "newAccount": urls("new-account"),
             "newOrder": urls("new-order"),
             "revokeCert": urls("revoke-cert"),
+            "keyChange": urls("key-change"),
             "meta": {"externalAccountRequired": services.acme.accounts.eab_required},
         }
     )
