@@ -3,10 +3,13 @@ server, an HTTP server for http-01 answers, and a small signed-request client.""
 
 from __future__ import annotations
 
+import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -61,6 +64,48 @@ def http01() -> Iterator[Http01Answers]:
         server.server_close()
 
 
+@dataclass
+class TlsAlpnAnswer:
+    """A TLS server offering acme-tls/1 with the certificate a test writes to `cert_path`."""
+
+    port: int
+    cert_path: Path
+    key_path: Path
+
+
+@pytest.fixture
+def tlsalpn(tmp_path: Path) -> Iterator[TlsAlpnAnswer]:
+    answer = TlsAlpnAnswer(0, tmp_path / "alpn-cert.pem", tmp_path / "alpn-key.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    answer.port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.set_alpn_protocols(["acme-tls/1"])
+            try:
+                context.load_cert_chain(answer.cert_path, answer.key_path)
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(1)
+            except (OSError, ssl.SSLError):
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield answer
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
 @pytest.fixture
 def test_dns() -> Iterator[FakeDNS]:
     with running_dns(ZONE) as server:
@@ -69,10 +114,18 @@ def test_dns() -> Iterator[FakeDNS]:
 
 @pytest.fixture
 def acme_services(
-    initialised_settings: Settings, clock: FixedClock, test_dns: FakeDNS, http01: Http01Answers
+    initialised_settings: Settings,
+    clock: FixedClock,
+    test_dns: FakeDNS,
+    http01: Http01Answers,
+    tlsalpn: TlsAlpnAnswer,
 ) -> Iterator[Services]:
     settings = initialised_settings.model_copy(
-        update={"acme_dns_resolver": test_dns.resolver, "acme_http01_port": http01.port}
+        update={
+            "acme_dns_resolver": test_dns.resolver,
+            "acme_http01_port": http01.port,
+            "acme_tlsalpn01_port": tlsalpn.port,
+        }
     )
     built = Services(settings, clock=clock)
     try:

@@ -3,6 +3,8 @@ dns-01, and each refusal with its ACME error type and a fresh nonce."""
 
 from __future__ import annotations
 
+import hashlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -10,12 +12,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from cryptography.x509.oid import NameOID
 
 from app.ca.acme.jws import b64url_encode, dns01_txt_value, key_authorization
+from app.ca.acme.tlsalpn import ACME_IDENTIFIER_OID
 from app.services.container import Services
-from tests.acme.conftest import ZONE, AcmeClient, Http01Answers
+from tests.acme.conftest import ZONE, AcmeClient, Http01Answers, TlsAlpnAnswer
 from tests.acme.dns_server import FakeDNS
 from tests.acme.jose import jws, public_jwk
 
@@ -296,3 +299,57 @@ def test_key_rollover_retires_the_old_key(account: AcmeClient) -> None:
         stranger.directory["newAccount"], {"onlyReturnExisting": True}, use_jwk=True
     )
     assert again.headers["Location"] == account.kid, again.text
+
+
+def alpn_certificate(
+    name: str, key_auth: str, *, digest_of: str | None = None
+) -> tuple[bytes, bytes]:
+    """RFC 8737 §3: self-signed, one SAN, critical acmeIdentifier with SHA-256(key auth)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    digest = hashlib.sha256((digest_of or key_auth).encode()).digest()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(
+            x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, b"\x04\x20" + digest), critical=True
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    return certificate.public_bytes(Encoding.PEM), key_pem
+
+
+@pytest.mark.parametrize(
+    ("digest_of", "status"),
+    [
+        pytest.param(None, "valid", id="right digest"),
+        pytest.param("other", "invalid", id="wrong digest"),
+    ],
+)
+def test_tls_alpn01(
+    account: AcmeClient,
+    acme_services: Services,
+    tlsalpn: TlsAlpnAnswer,
+    digest_of: str | None,
+    status: str,
+) -> None:
+    name = f"alpn.{ZONE}"
+    _url, order = new_order(account, name)
+    authz = account.post(order["authorizations"][0], None).json()
+    challenge = next(c for c in authz["challenges"] if c["type"] == "tls-alpn-01")
+    key_auth = key_authorization(challenge["token"], public_jwk(account.key))
+    cert_pem, key_pem = alpn_certificate(name, key_auth, digest_of=digest_of)
+    tlsalpn.cert_path.write_bytes(cert_pem)
+    tlsalpn.key_path.write_bytes(key_pem)
+    account.post(challenge["url"], {})
+    assert acme_services.acme.validator.run_due() == 1
+    result = account.post(challenge["url"], None).json()
+    assert result["status"] == status, result

@@ -44,12 +44,22 @@ def http01_port() -> int:
 
 
 @pytest.fixture
+def tlsalpn01_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
 def lego_server(
-    initialised_settings: Settings, tmp_path: Path, lego_dns: FakeDNS, http01_port: int
+    initialised_settings: Settings,
+    tmp_path: Path,
+    lego_dns: FakeDNS,
+    http01_port: int,
+    tlsalpn01_port: int,
 ) -> Iterator[LiveServer]:
     extra = {
         "MINTCA_ACME_DNS_RESOLVER": lego_dns.resolver,
         "MINTCA_ACME_HTTP01_PORT": str(http01_port),
+        "MINTCA_ACME_TLSALPN01_PORT": str(tlsalpn01_port),
     }
     process, server = start_server(initialised_settings, tmp_path / "serve.log", extra_env=extra)
     try:
@@ -92,6 +102,11 @@ def verify(server: LiveServer, bundle: Path) -> None:
 def test_lego_over_http01(lego_server: LiveServer, http01_port: int, tmp_path: Path) -> None:
     challenge = ["--http", "--http.port", f"127.0.0.1:{http01_port}"]
     verify(lego_server, lego(lego_server, tmp_path / "lego", f"http.{ZONE}", challenge, {}))
+
+
+def test_lego_over_tlsalpn01(lego_server: LiveServer, tlsalpn01_port: int, tmp_path: Path) -> None:
+    challenge = ["--tls", "--tls.port", f"127.0.0.1:{tlsalpn01_port}"]
+    verify(lego_server, lego(lego_server, tmp_path / "lego", f"tls.{ZONE}", challenge, {}))
 
 
 def test_lego_over_dns01(lego_server: LiveServer, lego_dns: FakeDNS, tmp_path: Path) -> None:

@@ -74,8 +74,10 @@ def _new_id() -> str:
 
 def _challenge_types(identifier: Identifier) -> tuple[str, ...]:
     if identifier.type == "ip":
-        return ("http-01",)  # RFC 8738 §7: no dns-01 for IP addresses
-    return ("dns-01",) if identifier.wildcard else ("http-01", "dns-01")  # RFC 8555 §7.1.3
+        return ("http-01", "tls-alpn-01")  # RFC 8738 §7: no dns-01 for IP addresses
+    if identifier.wildcard:
+        return ("dns-01",)  # RFC 8555 §7.1.3
+    return ("http-01", "dns-01", "tls-alpn-01")
 
 
 class AcmeOrders:

@@ -44,5 +44,11 @@ class AcmeService:
         )
         resolver = parse_bind(settings.acme_dns_resolver) if settings.acme_dns_resolver else None
         self.validator = ChallengeValidator(
-            db, clock, Lookup(resolver=resolver, http01_port=settings.acme_http01_port)
+            db,
+            clock,
+            Lookup(
+                resolver=resolver,
+                http01_port=settings.acme_http01_port,
+                tlsalpn01_port=settings.acme_tlsalpn01_port,
+            ),
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import ssl
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -16,6 +17,7 @@ import dns.resolver
 import httpx
 
 from app.ca.acme.jws import dns01_txt_value, key_authorization
+from app.ca.acme.tlsalpn import ACME_TLS_ALPN, check_tls_alpn01_certificate, server_name_for
 from app.clock import Clock
 from app.db import acme as queries
 from app.db.engine import Database
@@ -50,6 +52,7 @@ class Lookup:
 
     resolver: tuple[str, int] | None
     http01_port: int
+    tlsalpn01_port: int = 443
 
     def _resolver(self) -> dns.resolver.Resolver:
         if self.resolver is None:
@@ -142,6 +145,36 @@ def check_dns01(lookup: Lookup, name: str, key_auth: str) -> None:
         raise ValidationFailedError("unauthorized", f"no TXT record {expected} for {name}")
 
 
+def check_tlsalpn01(lookup: Lookup, identifier_type: str, name: str, key_auth: str) -> None:
+    """RFC 8737: a TLS handshake with ALPN acme-tls/1 and SNI the name; the self-signed
+    certificate it shows must carry the key authorization's digest.
+
+    Raises:
+        ValidationFailedError: connection, tls, unauthorized.
+    """
+    address = lookup.addresses(name)[0]
+    # The certificate is self-signed by design (RFC 8737 §3): trust is the digest it carries.
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols([ACME_TLS_ALPN])
+    server_name = server_name_for(identifier_type, name)
+    try:
+        with (
+            socket.create_connection((address, lookup.tlsalpn01_port), TIMEOUT_SECONDS) as raw,
+            context.wrap_socket(raw, server_hostname=server_name) as tls,
+        ):
+            protocol, der = tls.selected_alpn_protocol(), tls.getpeercert(binary_form=True)
+    except OSError as exc:
+        raise ValidationFailedError("connection", f"{address}: {exc}") from exc
+    if protocol != ACME_TLS_ALPN or der is None:
+        raise ValidationFailedError("tls", f"the server did not negotiate {ACME_TLS_ALPN}")
+    try:
+        check_tls_alpn01_certificate(der, identifier_type, name, key_auth)
+    except ValueError as exc:
+        raise ValidationFailedError("unauthorized", str(exc)) from exc
+
+
 class ChallengeValidator:
     def __init__(self, db: Database, clock: Clock, lookup: Lookup) -> None:
         self._db = db
@@ -173,11 +206,14 @@ class ChallengeValidator:
             account = session.get(AcmeAccountRecord, order.account_id)
             assert account is not None
             kind, token, name = challenge.type, challenge.token, authz.identifier_value
+            identifier_type = authz.identifier_type
             key_auth = key_authorization(token, dict(account.jwk))
         error: dict[str, object] | None = None
         try:
             if kind == "http-01":
                 check_http01(self._lookup, name, token, key_auth)
+            elif kind == "tls-alpn-01":
+                check_tlsalpn01(self._lookup, identifier_type, name, key_auth)
             else:
                 check_dns01(self._lookup, name, key_auth)
         except ValidationFailedError as exc:
