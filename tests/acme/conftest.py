@@ -137,14 +137,20 @@ def acme_services(
 class AcmeClient:
     """Signs requests as an ACME client would; `key` and `kid` are the current account's."""
 
-    def __init__(self, http: TestClient, key: SigningKey | None = None) -> None:
-        self.http = http
+    def __init__(
+        self, http: httpx.Client, key: SigningKey | None = None, *, base: str = "http://testserver"
+    ) -> None:
+        self.http = http  # may be swapped for another replica's client
+        self.base = base  # the public URL the server signs into its URLs
         self.key: SigningKey = key or ec.generate_private_key(ec.SECP256R1())
         self.kid: str | None = None
         self.directory: dict[str, Any] = http.get("/acme/directory").json()
 
+    def path(self, url: str) -> str:
+        return url.removeprefix(self.base)
+
     def nonce(self) -> str:
-        return self.http.head(self.directory["newNonce"]).headers["Replay-Nonce"]
+        return self.http.head(self.path(self.directory["newNonce"])).headers["Replay-Nonce"]
 
     def post(
         self,
@@ -162,7 +168,8 @@ class AcmeClient:
             nonce=nonce or self.nonce(),
             kid=None if use_jwk else self.kid,
         )
-        return self.http.post(url, json=body, headers={"Content-Type": "application/jose+json"})
+        headers = {"Content-Type": "application/jose+json"}
+        return self.http.post(self.path(url), json=body, headers=headers)
 
     def register(self, kid: str, hmac_key: str, **extra: Any) -> httpx.Response:
         url = self.directory["newAccount"]
