@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from cryptography.x509.oid import NameOID
 
 from app.ca.acme.jws import b64url_encode, dns01_txt_value, key_authorization
+from app.ca.acme.renewal_info import format_cert_id
 from app.ca.acme.tlsalpn import ACME_IDENTIFIER_OID
 from app.services.container import Services
 from tests.acme.conftest import ZONE, AcmeClient, Http01Answers, TlsAlpnAnswer
@@ -353,3 +354,27 @@ def test_tls_alpn01(
     assert acme_services.acme.validator.run_due() == 1
     result = account.post(challenge["url"], None).json()
     assert result["status"] == status, result
+
+
+def test_renewal_info_suggests_a_window_and_now_once_revoked(
+    account: AcmeClient, acme_services: Services, http01: Http01Answers, test_dns: FakeDNS
+) -> None:
+    leaf = issue(account, acme_services, http01, test_dns, f"ari.{ZONE}")
+    aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert aki.key_identifier is not None
+    cert_id = format_cert_id(aki.key_identifier, leaf.serial_number)
+    url = f"{account.directory['renewalInfo']}/{cert_id}"
+    window = account.http.get(account.path(url))
+    assert window.status_code == 200, window.text
+    start = datetime.fromisoformat(window.json()["suggestedWindow"]["start"])
+    assert leaf.not_valid_before_utc < start < leaf.not_valid_after_utc, window.text
+    assert window.headers["Retry-After"]
+    der = b64url_encode(leaf.public_bytes(Encoding.DER))
+    account.post(account.directory["revokeCert"], {"certificate": der})
+    revoked = account.http.get(account.path(url)).json()["suggestedWindow"]
+    assert datetime.fromisoformat(revoked["end"]) < datetime.now(UTC), revoked
+    unknown = account.http.get(account.path(f"{account.directory['renewalInfo']}/AAAA.AQ"))
+    problem(unknown, 404, "malformed")
+    problem(
+        account.http.get(account.path(f"{account.directory['renewalInfo']}/x")), 400, "malformed"
+    )

@@ -18,6 +18,7 @@ from app.ca.acme.identifiers import (
     parse_identifiers,
 )
 from app.ca.acme.jws import b64url_decode, load_jwk, malformed
+from app.ca.acme.renewal_info import parse_cert_id, suggested_window
 from app.ca.csr import check_csr, load_csr
 from app.ca.issuance import Endpoints
 from app.ca.names import name_allowed, read_requested_names
@@ -27,7 +28,7 @@ from app.clock import Clock
 from app.db import acme as queries
 from app.db.engine import Database
 from app.db.models import AcmeAuthorizationRecord, AcmeChallengeRecord, AcmeOrderRecord
-from app.errors import AcmeProblemError, ConflictError, MintCAError
+from app.errors import AcmeProblemError, ConflictError, MintCAError, NotFoundError
 from app.services.acme.accounts import AcmeAccounts
 from app.services.acme.requests import Account, AcmeUrls, VerifiedRequest
 from app.services.certificates import CertificateService, sign_leaf, store_certificate
@@ -349,6 +350,26 @@ class AcmeOrders:
                 "unauthorized", "signed by neither the account nor the key", status=403
             )
         return f"acme:certificate-key:{serial}"
+
+    def renewal_window(self, cert_id: str) -> tuple[datetime, datetime]:
+        """RFC 9773 §4.2: when the certificate named by `cert_id` should be renewed.
+
+        Raises:
+            AcmeProblemError: malformed (a bad identifier), or malformed 404 (unknown).
+        """
+        parsed = parse_cert_id(cert_id)
+        try:
+            info = self._certificates.get(format_serial(parsed.serial_number))
+        except NotFoundError as exc:
+            raise _not_found("certificate") from exc
+        if info.ca_id != parsed.key_identifier.hex():  # ca_id is the CA's key identifier
+            raise _not_found("certificate")
+        return suggested_window(
+            info.not_before,
+            info.not_after,
+            revoked=info.revoked_at is not None,
+            now=self._clock.now(),
+        )
 
     def _owned_order(self, session: Any, order_id: str, account: Account) -> AcmeOrderRecord:
         order = session.get(AcmeOrderRecord, order_id)

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from app.api.deps import ServicesDep
-from app.api.routes.acme.common import acme_json
+from app.api.routes.acme.common import acme_json, rfc3339
 
 router = APIRouter(tags=["acme"])
 
@@ -21,6 +21,7 @@ def directory(services: ServicesDep) -> Response:
             "newOrder": urls("new-order"),
             "revokeCert": urls("revoke-cert"),
             "keyChange": urls("key-change"),
+            "renewalInfo": urls("renewal-info"),
             "meta": {"externalAccountRequired": services.acme.accounts.eab_required},
         }
     )
@@ -35,3 +36,15 @@ def new_nonce_head() -> Response:
 @router.get("/new-nonce")
 def new_nonce_get() -> Response:
     return Response(status_code=204)  # RFC 8555 §7.2: 204 for GET
+
+
+RENEWAL_INFO_RETRY_SECONDS = 6 * 3600  # RFC 9773 §4.3: clients poll again after this
+
+
+@router.get("/renewal-info/{cert_id}")
+def renewal_info(cert_id: str, services: ServicesDep) -> Response:
+    """RFC 9773: an unauthenticated GET naming the certificate by AKI and serial."""
+    start, end = services.acme.orders.renewal_window(cert_id)
+    response = acme_json({"suggestedWindow": {"start": rfc3339(start), "end": rfc3339(end)}})
+    response.headers["Retry-After"] = str(RENEWAL_INFO_RETRY_SECONDS)
+    return response
