@@ -26,7 +26,8 @@ from tests.acme.dns_server import FakeDNS, running_dns
 from tests.acme.jose import SigningKey, eab, jws
 
 ZONE = "test.internal"
-DIRECTORY = "http://testserver/acme/directory"
+# A public URL with a TLD: pkilint refuses `http://testserver/...` in the CRL and AIA URLs.
+PUBLIC_URL = "http://ca.example.internal"
 
 
 @dataclass
@@ -125,6 +126,7 @@ def acme_services(
             "acme_dns_resolver": test_dns.resolver,
             "acme_http01_port": http01.port,
             "acme_tlsalpn01_port": tlsalpn.port,
+            "public_url": PUBLIC_URL,
         }
     )
     built = Services(settings, clock=clock)
@@ -138,7 +140,7 @@ class AcmeClient:
     """Signs requests as an ACME client would; `key` and `kid` are the current account's."""
 
     def __init__(
-        self, http: httpx.Client, key: SigningKey | None = None, *, base: str = "http://testserver"
+        self, http: httpx.Client, key: SigningKey | None = None, *, base: str = PUBLIC_URL
     ) -> None:
         self.http = http  # may be swapped for another replica's client
         self.base = base  # the public URL the server signs into its URLs
@@ -183,7 +185,7 @@ class AcmeClient:
 
 @pytest.fixture
 def acme_http(acme_services: Services) -> Iterator[TestClient]:
-    with TestClient(create_public_app(acme_services)) as client:
+    with TestClient(create_public_app(acme_services), base_url=PUBLIC_URL) as client:
         yield client
 
 

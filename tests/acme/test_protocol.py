@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,9 +20,10 @@ from app.ca.acme.jws import b64url_encode, dns01_txt_value, key_authorization
 from app.ca.acme.renewal_info import format_cert_id
 from app.ca.acme.tlsalpn import ACME_IDENTIFIER_OID
 from app.services.container import Services
-from tests.acme.conftest import ZONE, AcmeClient, Http01Answers, TlsAlpnAnswer
+from tests.acme.conftest import PUBLIC_URL, ZONE, AcmeClient, Http01Answers, TlsAlpnAnswer
 from tests.acme.dns_server import FakeDNS
 from tests.acme.jose import jws, public_jwk
+from tests.services.test_certificate_lint import lint
 
 ACME_ERROR = "urn:ietf:params:acme:error:"
 
@@ -102,7 +104,7 @@ def issue(
 def test_directory_and_nonces(acme_http: Any) -> None:
     directory = acme_http.get("/acme/directory")
     assert directory.json()["meta"]["externalAccountRequired"] is True, directory.text
-    assert directory.json()["newOrder"] == "http://testserver/acme/new-order"
+    assert directory.json()["newOrder"] == f"{PUBLIC_URL}/acme/new-order"
     head = acme_http.head("/acme/new-nonce")
     get = acme_http.get("/acme/new-nonce")
     assert (head.status_code, get.status_code) == (200, 204)
@@ -378,3 +380,15 @@ def test_renewal_info_suggests_a_window_and_now_once_revoked(
     problem(
         account.http.get(account.path(f"{account.directory['renewalInfo']}/x")), 400, "malformed"
     )
+
+
+def test_pkilint_finds_nothing_in_an_acme_certificate(
+    account: AcmeClient,
+    acme_services: Services,
+    http01: Http01Answers,
+    test_dns: FakeDNS,
+    tmp_path: Path,
+) -> None:
+    leaf = issue(account, acme_services, http01, test_dns, f"lint.{ZONE}")
+    findings = lint(leaf, tmp_path / "acme.pem")
+    assert findings == "", findings
