@@ -104,3 +104,13 @@ def claim_challenge(session: Session, challenge_id: str, now: datetime, until: d
         .returning(AcmeChallengeRecord.id)
     )
     return result.first() is not None
+
+
+def order_ids_of(session: Session, account_id: str, *, limit: int) -> Sequence[str]:
+    """The account's newest orders first."""
+    return session.scalars(
+        select(AcmeOrderRecord.id)
+        .where(AcmeOrderRecord.account_id == account_id)
+        .order_by(AcmeOrderRecord.created_at.desc(), AcmeOrderRecord.id)
+        .limit(limit)
+    ).all()

@@ -392,3 +392,34 @@ def test_pkilint_finds_nothing_in_an_acme_certificate(
     leaf = issue(account, acme_services, http01, test_dns, f"lint.{ZONE}")
     findings = lint(leaf, tmp_path / "acme.pem")
     assert findings == "", findings
+
+
+def test_the_account_lists_its_orders_and_orders_for_ips(
+    account: AcmeClient, acme_services: Services, http01: Http01Answers
+) -> None:
+    ip = {"type": "ip", "value": "127.0.0.1"}
+    problem(
+        account.post(account.directory["newOrder"], {"identifiers": [ip]}),
+        400,
+        "rejectedIdentifier",
+    )
+    made = acme_services.acme.accounts.create_credential(
+        names=["127.0.0.1"], profile=None, max_validity_days=None, actor="test"
+    )
+    client = AcmeClient(account.http)
+    client.register(made.kid, made.hmac_key)
+    created = client.post(client.directory["newOrder"], {"identifiers": [ip]})
+    assert created.status_code == 201, created.text
+    authz = client.post(created.json()["authorizations"][0], None).json()
+    assert {c["type"] for c in authz["challenges"]} == {"http-01", "tls-alpn-01"}, authz
+    challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
+    http01.answers[challenge["token"]] = key_authorization(
+        challenge["token"], public_jwk(client.key)
+    )
+    client.post(challenge["url"], {})
+    acme_services.acme.validator.run_due()
+    assert client.post(created.headers["Location"], None).json()["status"] == "ready"
+    orders_url = client.post(client.kid or "", None).json()["orders"]
+    listed = client.post(orders_url, None)
+    assert listed.json() == {"orders": [created.headers["Location"]]}, listed.text
+    problem(account.post(orders_url, None), 403, "unauthorized")

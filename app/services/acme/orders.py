@@ -36,6 +36,7 @@ from app.services.keyring import Keyring
 from app.services.revocation import RevocationService
 
 ORDER_LIFETIME = timedelta(days=7)
+MAX_LISTED_ORDERS = 1000
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,11 @@ class AcmeOrders:
         if credential is not None and credential[2] is not None:
             limit = min(limit, timedelta(days=credential[2]))
         return limit
+
+    def order_ids(self, request: VerifiedRequest) -> list[str]:
+        """RFC 8555 §7.1.2.1: the account's orders, newest first (at most 1000, no paging)."""
+        with self._db.read() as session:
+            return list(queries.order_ids_of(session, _signer(request).id, limit=MAX_LISTED_ORDERS))
 
     def get_order(self, request: VerifiedRequest, order_id: str) -> Order:
         """Raises: AcmeProblemError: malformed (404) or unauthorized (another account's)."""

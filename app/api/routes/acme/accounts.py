@@ -40,3 +40,12 @@ async def key_change(request: Request, services: ServicesDep) -> Response:
     url = services.acme.urls("key-change")
     account = await run_in_threadpool(services.acme.accounts.change_key, signed, url)
     return acme_json(account_json(account), location=account.url)
+
+
+@router.post("/acct/{account_id}/orders")
+async def list_orders(account_id: str, request: Request, services: ServicesDep) -> Response:
+    signed = await verified(request)
+    if signed.account is None or signed.account.id != account_id:
+        raise AcmeProblemError("unauthorized", "sign with this account's key", status=403)
+    ids = await run_in_threadpool(services.acme.orders.order_ids, signed)
+    return acme_json({"orders": [services.acme.urls(f"order/{i}") for i in ids]})

@@ -51,7 +51,7 @@ def acme_json(
 
 
 def account_json(account: Account) -> dict[str, Any]:
-    return {"status": account.status, "contact": account.contact}
+    return {"status": account.status, "contact": account.contact, "orders": f"{account.url}/orders"}
 
 
 def order_json(order: Order, urls: AcmeUrls) -> dict[str, Any]:
