@@ -323,7 +323,8 @@ class AcmeOrders:
         except ValueError as exc:
             raise malformed("certificate is not a DER certificate") from exc
         code = payload.get("reason", 0)
-        reason = REVOCATION_REASONS.get(code) if isinstance(code, int) else None
+        valid_code = isinstance(code, int) and not isinstance(code, bool)
+        reason = REVOCATION_REASONS.get(code) if valid_code else None
         if reason is None:
             raise AcmeProblemError("badRevocationReason", f"reasons: {REVOCATION_REASONS}")
         serial = format_serial(certificate.serial_number)
