@@ -90,11 +90,16 @@ def ready_order(
 
 
 def issue(
-    client: AcmeClient, services: Services, http01: Http01Answers, dns: FakeDNS, name: str
+    client: AcmeClient,
+    services: Services,
+    http01: Http01Answers,
+    dns: FakeDNS,
+    name: str,
+    key: ec.EllipticCurvePrivateKey | None = None,
 ) -> x509.Certificate:
     url = ready_order(client, services, http01, dns, name)
     order = client.post(url, None).json()
-    done = client.post(order["finalize"], {"csr": csr_der(name)})
+    done = client.post(order["finalize"], {"csr": csr_der(name, key=key)})
     assert done.json()["status"] == "valid", done.text
     chain = client.post(done.json()["certificate"], None)
     assert chain.headers["content-type"] == "application/pem-certificate-chain"
@@ -226,7 +231,7 @@ def test_accounts_need_a_binding_and_a_credential_binds_one_account(
     )
 
 
-def test_revocation_by_the_account_and_by_the_certificate_key(
+def test_revocation_by_the_ordering_account_only(
     account: AcmeClient,
     acme_services: Services,
     http01: Http01Answers,
@@ -423,3 +428,24 @@ def test_the_account_lists_its_orders_and_orders_for_ips(
     listed = client.post(orders_url, None)
     assert listed.json() == {"orders": [created.headers["Location"]]}, listed.text
     problem(account.post(orders_url, None), 403, "unauthorized")
+
+
+def test_revocation_signed_by_the_certificate_key(
+    account: AcmeClient, acme_services: Services, http01: Http01Answers, test_dns: FakeDNS
+) -> None:
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = issue(account, acme_services, http01, test_dns, f"own.{ZONE}", key=leaf_key)
+    der = b64url_encode(leaf.public_bytes(Encoding.DER))
+    url = account.directory["revokeCert"]
+    stranger_key = ec.generate_private_key(ec.SECP256R1())
+    problem(
+        account.post(url, {"certificate": der}, key=stranger_key, use_jwk=True), 403, "unauthorized"
+    )
+    done = account.post(url, {"certificate": der, "reason": 4}, key=leaf_key, use_jwk=True)
+    assert done.status_code == 200, done.text
+    info = acme_services.certificates.get(f"{leaf.serial_number:x}")
+    assert info.revocation_reason == "superseded"
+    revoked = next(
+        e for e in acme_services.audit.newest(limit=5) if e.action == "certificate.revoke"
+    )
+    assert revoked.actor == f"acme:certificate-key:{info.serial}"
