@@ -19,6 +19,9 @@ from cryptography.x509.oid import NameOID
 from app.ca.acme.jws import b64url_encode, dns01_txt_value, key_authorization
 from app.ca.acme.renewal_info import format_cert_id
 from app.ca.acme.tlsalpn import ACME_IDENTIFIER_OID
+from app.clock import FixedClock
+from app.db.acme import claim_challenge
+from app.services.acme.validation import CLAIM
 from app.services.container import Services
 from tests.acme.conftest import PUBLIC_URL, ZONE, AcmeClient, Http01Answers, TlsAlpnAnswer
 from tests.acme.dns_server import FakeDNS
@@ -449,3 +452,26 @@ def test_revocation_signed_by_the_certificate_key(
         e for e in acme_services.audit.newest(limit=5) if e.action == "certificate.revoke"
     )
     assert revoked.actor == f"acme:certificate-key:{info.serial}"
+
+
+def test_a_claim_that_lapses_is_validated_by_another_validator(
+    account: AcmeClient, acme_services: Services, http01: Http01Answers, clock: FixedClock
+) -> None:
+    """A validator that claimed a challenge and died (a crash, a restart) holds it only until
+    the claim lapses; then any process's validator finishes it."""
+    url, order = new_order(account, f"resume.{ZONE}")
+    authz = account.post(order["authorizations"][0], None).json()
+    challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
+    http01.answers[challenge["token"]] = key_authorization(
+        challenge["token"], public_jwk(account.key)
+    )
+    account.post(challenge["url"], {})
+    challenge_id = challenge["url"].rsplit("/", 1)[-1]
+    now = clock.now()
+    with acme_services.db.write() as session:
+        assert claim_challenge(session, challenge_id, now, now + CLAIM)
+    assert acme_services.acme.validator.run_due() == 0, "claimed by the validator that died"
+    assert account.post(url, None).json()["status"] == "pending"
+    clock.advance(seconds=CLAIM.total_seconds() + 1)
+    assert acme_services.acme.validator.run_due() == 1
+    assert account.post(url, None).json()["status"] == "ready"
