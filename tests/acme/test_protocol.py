@@ -475,3 +475,45 @@ def test_a_claim_that_lapses_is_validated_by_another_validator(
     clock.advance(seconds=CLAIM.total_seconds() + 1)
     assert acme_services.acme.validator.run_due() == 1
     assert account.post(url, None).json()["status"] == "ready"
+
+
+def test_orders_and_authorizations_expire(
+    account: AcmeClient, acme_services: Services, clock: FixedClock
+) -> None:
+    url, order = new_order(account, f"late.{ZONE}")
+    clock.advance(days=8)
+    assert account.post(url, None).json()["status"] == "invalid"
+    authz = account.post(order["authorizations"][0], None).json()
+    assert authz["status"] == "expired", authz
+    answered = account.post(authz["challenges"][0]["url"], {})
+    assert answered.json()["status"] == "pending", "an expired authorization validates nothing"
+    assert acme_services.acme.validator.run_due() == 0
+
+
+@pytest.mark.parametrize(
+    ("days", "honoured"),
+    [pytest.param(10, True, id="within the profile"), pytest.param(400, False, id="beyond it")],
+)
+def test_the_orders_not_after_is_honoured_to_the_second(
+    account: AcmeClient,
+    acme_services: Services,
+    http01: Http01Answers,
+    test_dns: FakeDNS,
+    clock: FixedClock,
+    days: int,
+    honoured: bool,
+) -> None:
+    name = f"until.{ZONE}"
+    not_after = (clock.now() + timedelta(days=days, seconds=7)).replace(microsecond=0)
+    identifiers = [{"type": "dns", "value": name}]
+    payload = {"identifiers": identifiers, "notAfter": not_after.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    created = account.post(account.directory["newOrder"], payload)
+    if not honoured:
+        problem(created, 400, "malformed")
+        return
+    assert created.status_code == 201, created.text
+    order = created.json()
+    validate(account, acme_services, order, kind="dns-01", http01=http01, dns=test_dns)
+    done = account.post(order["finalize"], {"csr": csr_der(name)}).json()
+    leaf = x509.load_pem_x509_certificates(account.post(done["certificate"], None).content)[0]
+    assert leaf.not_valid_after_utc == not_after
