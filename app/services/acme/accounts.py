@@ -7,6 +7,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
+
 from app.ca.acme.identifiers import unwrap_secret, wrap_secret
 from app.ca.acme.jws import (
     b64url_encode,
@@ -118,6 +120,23 @@ class AcmeAccounts:
             raise AcmeProblemError(
                 "externalAccountRequired", "MintCA needs an external account binding (EAB)"
             )
+        try:
+            return AccountResult(self._create(request, binding, url, key_id, contact), True)
+        except IntegrityError:  # the same key registered at the same moment: one row won
+            with self._db.read() as session:
+                existing = queries.find_account_by_thumbprint(session, key_id)
+                if existing is None:
+                    raise
+                return AccountResult(account_from_record(existing, self._urls), created=False)
+
+    def _create(
+        self,
+        request: VerifiedRequest,
+        binding: object,
+        url: str,
+        key_id: str,
+        contact: list[str],
+    ) -> Account:
         account_id = secrets.token_urlsafe(12)
         now = self._clock.now()
         with self._db.write() as session:
@@ -143,7 +162,7 @@ class AcmeAccounts:
                 target=self._urls.account(account_id),
                 details={"eab_kid": kid, "thumbprint": key_id},
             )
-            return AccountResult(account_from_record(record, self._urls), created=True)
+            return account_from_record(record, self._urls)
 
     def _check_binding(self, session: Any, binding: object, jwk: dict[str, Any], url: str) -> str:
         """RFC 8555 §7.3.4: the inner JWS is a MAC over the account key, for this URL."""
