@@ -46,6 +46,12 @@ def http01() -> Iterator[Http01Answers]:
         def do_GET(self) -> None:
             token = self.path.rsplit("/", 1)[-1]
             body = answers.answers.get(token, "").encode()
+            if body.startswith(b"REDIRECT "):  # a test's redirect: `REDIRECT <location>`
+                self.send_response(302)
+                self.send_header("Location", body.split(b" ", 1)[1].decode())
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self.send_response(200 if body else 404)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
