@@ -7,6 +7,7 @@ server answers the http-01 challenge on MINTCA_ACME_HTTP01_PORT."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -63,15 +64,20 @@ def run(args: list[str], server: LiveServer) -> subprocess.CompletedProcess[str]
     return result
 
 
-def eab_credential(server: LiveServer) -> tuple[str, str]:
-    """`mintca acme eab create` against the live admin API; parse its `kid:`/`hmac_key:` lines."""
+def eab_credential(server: LiveServer, *, as_json: bool = False) -> tuple[str, str]:
+    """`mintca acme eab create` against the live admin API; parse its `kid:`/`hmac_key:` lines
+    (or, `as_json`, the `--json` output)."""
     result = run(
         [
             sys.executable, "-m", "app.cli", "acme", "eab", "create",
             "--name", f"*.{ZONE}", "--url", server.mtls_url, "--data-dir", str(server.data_dir),
+            *(["--json"] if as_json else []),
         ],
         server,
     )  # fmt: skip
+    if as_json:
+        created = json.loads(result.stdout)
+        return created["kid"], created["hmac_key"]
     lines = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines())
     return lines["kid"], lines["hmac_key"]
 

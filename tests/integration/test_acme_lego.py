@@ -71,7 +71,7 @@ def lego_server(
 def lego(
     server: LiveServer, path: Path, name: str, challenge: list[str], env: dict[str, str]
 ) -> Path:
-    kid, hmac_key = eab_credential(server)
+    kid, hmac_key = eab_credential(server, as_json=True)
     args = [
         "lego", "--server", f"{server.public_url}/acme/directory", "--accept-tos",
         "--email", f"ops@{ZONE}", "--eab", "--kid", kid, "--hmac", hmac_key,
