@@ -227,4 +227,5 @@ class AcmeChallengeRecord(Base):
     status: Mapped[str] = mapped_column(String(16))  # pending|processing|valid|invalid
     validated_at: Mapped[datetime | None]
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    claimed_until: Mapped[datetime | None]
+    claimed_until: Mapped[datetime | None]  # also: not before then, when a retry waits
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")

@@ -87,6 +87,7 @@ def upgrade() -> None:
         sa.Column("validated_at", UTC(timezone=True), nullable=True),
         sa.Column("error", sa.JSON(), nullable=True),
         sa.Column("claimed_until", UTC(timezone=True), nullable=True),
+        sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
     )
     op.create_index(
         "ix_acme_challenges_authorization_id", "acme_challenges", ["authorization_id"]

@@ -21,7 +21,7 @@ from app.ca.acme.renewal_info import format_cert_id
 from app.ca.acme.tlsalpn import ACME_IDENTIFIER_OID
 from app.clock import FixedClock
 from app.db.acme import claim_challenge
-from app.services.acme.validation import CLAIM
+from app.services.acme.validation import CLAIM, RETRY_DELAYS
 from app.services.container import Services
 from tests.acme.conftest import PUBLIC_URL, ZONE, AcmeClient, Http01Answers, TlsAlpnAnswer
 from tests.acme.dns_server import FakeDNS
@@ -80,6 +80,13 @@ def validate(
         assert answered.json()["status"] == "processing", answered.text
         assert 'rel="up"' in answered.headers["Link"]
     assert services.acme.validator.run_due() == len(order["authorizations"])
+
+
+def settle(services: Services, clock: FixedClock) -> None:
+    """Run the validator through every retry of a failing challenge (RFC 8555 §8.2)."""
+    for _ in range(len(RETRY_DELAYS) + 1):
+        services.acme.validator.run_due()
+        clock.advance(seconds=30)
 
 
 def ready_order(
@@ -150,14 +157,14 @@ def test_an_order_is_validated_finalized_and_downloaded(
 
 
 def test_a_failed_challenge_makes_the_order_invalid(
-    account: AcmeClient, acme_services: Services, http01: Http01Answers
+    account: AcmeClient, acme_services: Services, http01: Http01Answers, clock: FixedClock
 ) -> None:
     url, order = new_order(account, f"nothing.{ZONE}")
     authz = account.post(order["authorizations"][0], None).json()
     challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
     http01.answers[challenge["token"]] = "wrong"
     account.post(challenge["url"], {})
-    acme_services.acme.validator.run_due()
+    settle(acme_services, clock)
     failed = account.post(challenge["url"], None).json()
     assert failed["status"] == "invalid", failed
     assert failed["error"]["type"] == ACME_ERROR + "incorrectResponse", failed
@@ -349,6 +356,7 @@ def test_tls_alpn01(
     account: AcmeClient,
     acme_services: Services,
     tlsalpn: TlsAlpnAnswer,
+    clock: FixedClock,
     digest_of: str | None,
     status: str,
 ) -> None:
@@ -361,7 +369,7 @@ def test_tls_alpn01(
     tlsalpn.cert_path.write_bytes(cert_pem)
     tlsalpn.key_path.write_bytes(key_pem)
     account.post(challenge["url"], {})
-    assert acme_services.acme.validator.run_due() == 1
+    settle(acme_services, clock)
     result = account.post(challenge["url"], None).json()
     assert result["status"] == status, result
 
@@ -517,3 +525,26 @@ def test_the_orders_not_after_is_honoured_to_the_second(
     done = account.post(order["finalize"], {"csr": csr_der(name)}).json()
     leaf = x509.load_pem_x509_certificates(account.post(done["certificate"], None).content)[0]
     assert leaf.not_valid_after_utc == not_after
+
+
+def test_a_failed_attempt_is_retried_after_a_delay(
+    account: AcmeClient, acme_services: Services, http01: Http01Answers, clock: FixedClock
+) -> None:
+    """RFC 8555 §8.2: the client's web server may lag its answer to the challenge."""
+    url, order = new_order(account, f"lagging.{ZONE}")
+    authz = account.post(order["authorizations"][0], None).json()
+    challenge = next(c for c in authz["challenges"] if c["type"] == "http-01")
+    account.post(challenge["url"], {})
+    assert acme_services.acme.validator.run_due() == 1  # 404: not served yet
+    waiting = account.post(challenge["url"], None).json()
+    assert waiting["status"] == "processing", waiting
+    assert waiting["error"]["type"].endswith(":unauthorized"), waiting
+    assert acme_services.acme.validator.run_due() == 0, "not before the delay"
+    http01.answers[challenge["token"]] = key_authorization(
+        challenge["token"], public_jwk(account.key)
+    )
+    clock.advance(seconds=RETRY_DELAYS[0].total_seconds() + 1)
+    assert acme_services.acme.validator.run_due() == 1
+    done = account.post(challenge["url"], None).json()
+    assert (done["status"], done.get("error")) == ("valid", None), done
+    assert account.post(url, None).json()["status"] == "ready"

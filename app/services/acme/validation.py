@@ -34,6 +34,9 @@ CLAIM = timedelta(seconds=60)  # a validator that dies lets another retry after 
 TIMEOUT_SECONDS = 10.0
 MAX_BODY_BYTES = 8 * 1024  # a key authorization is ~90 bytes
 MAX_REDIRECTS = 3
+# RFC 8555 §8.2 lets a server retry: a client's web server or DNS record may lag its answer
+# to the challenge (cert-manager's solvers, load balancers). Two retries, then invalid.
+RETRY_DELAYS = (timedelta(seconds=5), timedelta(seconds=20))
 BATCH = 8
 
 
@@ -231,8 +234,15 @@ class ChallengeValidator:
             order = session.get(AcmeOrderRecord, authz.order_id)
             assert order is not None
             challenge.claimed_until = None
+            if error is not None and challenge.attempts < len(RETRY_DELAYS):
+                # Still `processing`: any validator takes it again once the delay is over.
+                challenge.claimed_until = now + RETRY_DELAYS[challenge.attempts]
+                challenge.attempts += 1
+                challenge.error = error
+                return
             if error is None:
                 challenge.status, challenge.validated_at, authz.status = "valid", now, "valid"
+                challenge.error = None
                 session.flush()
                 if order.status == "pending" and all(
                     a.status == "valid" for a in queries.authorizations_of(session, order.id)
