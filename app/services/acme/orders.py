@@ -8,17 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
 from app.ca.acme.identifiers import (
-    REVOCATION_REASONS,
     Identifier,
     identifiers_of_csr,
     parse_identifiers,
 )
-from app.ca.acme.jws import b64url_decode, load_jwk, malformed
-from app.ca.acme.renewal_info import parse_cert_id, suggested_window
+from app.ca.acme.jws import b64url_decode, malformed
 from app.ca.csr import check_csr, load_csr
 from app.ca.issuance import Endpoints
 from app.ca.names import name_allowed, read_requested_names
@@ -28,12 +23,11 @@ from app.clock import Clock
 from app.db import acme as queries
 from app.db.engine import Database
 from app.db.models import AcmeAuthorizationRecord, AcmeChallengeRecord, AcmeOrderRecord
-from app.errors import AcmeProblemError, ConflictError, MintCAError, NotFoundError
+from app.errors import AcmeProblemError, MintCAError
 from app.services.acme.accounts import AcmeAccounts
 from app.services.acme.requests import Account, AcmeUrls, VerifiedRequest
-from app.services.certificates import CertificateService, sign_leaf, store_certificate
+from app.services.certificates import sign_leaf, store_certificate
 from app.services.keyring import Keyring
-from app.services.revocation import RevocationService
 
 ORDER_LIFETIME = timedelta(days=7)
 MAX_LISTED_ORDERS = 1000
@@ -92,8 +86,6 @@ class AcmeOrders:
         accounts: AcmeAccounts,
         keyring: Keyring,
         endpoints: Endpoints,
-        certificates: CertificateService,
-        revocation: RevocationService,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -101,8 +93,6 @@ class AcmeOrders:
         self._accounts = accounts
         self._keyring = keyring
         self._endpoints = endpoints
-        self._certificates = certificates
-        self._revocation = revocation
 
     def new_order(self, request: VerifiedRequest) -> Order:
         """RFC 8555 §7.4: an order with one authorization per identifier.
@@ -110,7 +100,7 @@ class AcmeOrders:
         Raises:
             AcmeProblemError: rejectedIdentifier (outside the credential), malformed.
         """
-        account = _signer(request)
+        account = signer_of(request)
         payload = request.payload()
         identifiers = parse_identifiers(payload.get("identifiers"))
         credential = self._accounts.credential_of(account)
@@ -192,20 +182,22 @@ class AcmeOrders:
     def order_ids(self, request: VerifiedRequest) -> list[str]:
         """RFC 8555 §7.1.2.1: the account's orders, newest first (at most 1000, no paging)."""
         with self._db.read() as session:
-            return list(queries.order_ids_of(session, _signer(request).id, limit=MAX_LISTED_ORDERS))
+            return list(
+                queries.order_ids_of(session, signer_of(request).id, limit=MAX_LISTED_ORDERS)
+            )
 
     def get_order(self, request: VerifiedRequest, order_id: str) -> Order:
         """Raises: AcmeProblemError: malformed (404) or unauthorized (another account's)."""
         with self._db.read() as session:
-            order = self._owned_order(session, order_id, _signer(request))
+            order = self._owned_order(session, order_id, signer_of(request))
             return self._order_view(session, order, self._clock.now())
 
     def get_authorization(self, request: VerifiedRequest, authz_id: str) -> Authorization:
         with self._db.read() as session:
             authz = session.get(AcmeAuthorizationRecord, authz_id)
             if authz is None:
-                raise _not_found("authorization")
-            self._owned_order(session, authz.order_id, _signer(request))
+                raise not_found("authorization")
+            self._owned_order(session, authz.order_id, signer_of(request))
             return _authorization_view(session, authz, self._clock.now())
 
     def respond_challenge(self, request: VerifiedRequest, challenge_id: str) -> Challenge:
@@ -214,10 +206,10 @@ class AcmeOrders:
         with self._db.write() as session:
             challenge = session.get(AcmeChallengeRecord, challenge_id)
             if challenge is None:
-                raise _not_found("challenge")
+                raise not_found("challenge")
             authz = session.get(AcmeAuthorizationRecord, challenge.authorization_id)
             assert authz is not None
-            self._owned_order(session, authz.order_id, _signer(request))
+            self._owned_order(session, authz.order_id, signer_of(request))
             now = self._clock.now()
             if (
                 not request.is_post_as_get
@@ -232,7 +224,7 @@ class AcmeOrders:
         with self._db.read() as session:
             challenge = session.get(AcmeChallengeRecord, challenge_id)
             if challenge is None:
-                raise _not_found("challenge")
+                raise not_found("challenge")
             return challenge.authorization_id
 
     def finalize(self, request: VerifiedRequest, order_id: str) -> Order:
@@ -242,7 +234,7 @@ class AcmeOrders:
         Raises:
             AcmeProblemError: orderNotReady, badCSR (the order stays ready), malformed.
         """
-        account = _signer(request)
+        account = signer_of(request)
         now = self._clock.now()
         with self._db.read() as session:
             order = self._owned_order(session, order_id, account)
@@ -299,89 +291,10 @@ class AcmeOrders:
             session.flush()
             return self._order_view(session, record, now)
 
-    def certificate_chain(self, request: VerifiedRequest, serial: str) -> list[x509.Certificate]:
-        """The leaf of an order of this account, then its issuing CA and the root."""
-        account = _signer(request)
-        with self._db.read() as session:
-            order = queries.find_order_by_serial(session, serial)
-            if order is None or order.account_id != account.id:
-                raise _not_found("certificate")
-        info = self._certificates.get(serial)
-        leaf = x509.load_der_x509_certificate(info.der)
-        return [leaf, *self._keyring.chain(self._keyring.get(info.ca_id))]
-
-    def revoke(self, request: VerifiedRequest) -> None:
-        """RFC 8555 §7.6: by the account that ordered it or with the certificate's own key.
-
-        Raises:
-            AcmeProblemError: unauthorized, badRevocationReason, alreadyRevoked, malformed.
-        """
-        payload = request.payload()
-        der = b64url_decode(payload.get("certificate"), what="certificate")
-        try:
-            certificate = x509.load_der_x509_certificate(der)
-        except ValueError as exc:
-            raise malformed("certificate is not a DER certificate") from exc
-        code = payload.get("reason", 0)
-        valid_code = isinstance(code, int) and not isinstance(code, bool)
-        reason = REVOCATION_REASONS.get(code) if valid_code else None
-        if reason is None:
-            raise AcmeProblemError("badRevocationReason", f"reasons: {REVOCATION_REASONS}")
-        serial = format_serial(certificate.serial_number)
-        info = self._certificates.get(serial)
-        if info.der != der:
-            raise AcmeProblemError(
-                "unauthorized", "MintCA did not issue this certificate", status=403
-            )
-        actor = self._revoker(request, certificate, serial)
-        try:
-            self._revocation.revoke(serial, reason=reason, invalidity_date=None, actor=actor)
-        except ConflictError as exc:
-            raise AcmeProblemError("alreadyRevoked", exc.detail) from exc
-
-    def _revoker(self, request: VerifiedRequest, certificate: x509.Certificate, serial: str) -> str:
-        if request.account is not None:
-            with self._db.read() as session:
-                order = queries.find_order_by_serial(session, serial)
-            if order is None or order.account_id != request.account.id:
-                raise AcmeProblemError(
-                    "unauthorized", "this account did not order the certificate", status=403
-                )
-            return request.account.url
-        spki = certificate.public_key().public_bytes(
-            Encoding.DER, PublicFormat.SubjectPublicKeyInfo
-        )
-        signer = load_jwk(request.jwk).public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-        if signer != spki:
-            raise AcmeProblemError(
-                "unauthorized", "signed by neither the account nor the key", status=403
-            )
-        return f"acme:certificate-key:{serial}"
-
-    def renewal_window(self, cert_id: str) -> tuple[datetime, datetime]:
-        """RFC 9773 §4.2: when the certificate named by `cert_id` should be renewed.
-
-        Raises:
-            AcmeProblemError: malformed (a bad identifier), or malformed 404 (unknown).
-        """
-        parsed = parse_cert_id(cert_id)
-        try:
-            info = self._certificates.get(format_serial(parsed.serial_number))
-        except NotFoundError as exc:
-            raise _not_found("certificate") from exc
-        if info.ca_id != parsed.key_identifier.hex():  # ca_id is the CA's key identifier
-            raise _not_found("certificate")
-        return suggested_window(
-            info.not_before,
-            info.not_after,
-            revoked=info.revoked_at is not None,
-            now=self._clock.now(),
-        )
-
     def _owned_order(self, session: Any, order_id: str, account: Account) -> AcmeOrderRecord:
         order = session.get(AcmeOrderRecord, order_id)
         if order is None:
-            raise _not_found("order")
+            raise not_found("order")
         if order.account_id != account.id:
             raise AcmeProblemError("unauthorized", "another account's order", status=403)
         return order  # type: ignore[no-any-return]  # session is the caller's Session
@@ -403,13 +316,13 @@ class AcmeOrders:
         )
 
 
-def _signer(request: VerifiedRequest) -> Account:
+def signer_of(request: VerifiedRequest) -> Account:
     if request.account is None:
         raise malformed("sign this request with the account's kid")
     return request.account
 
 
-def _not_found(what: str) -> AcmeProblemError:
+def not_found(what: str) -> AcmeProblemError:
     return AcmeProblemError("malformed", f"no such {what}", status=404)
 
 

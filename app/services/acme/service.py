@@ -7,6 +7,7 @@ from app.clock import Clock
 from app.config import Settings, parse_bind
 from app.db.engine import Database
 from app.services.acme.accounts import AcmeAccounts
+from app.services.acme.certificates import AcmeCertificates
 from app.services.acme.orders import AcmeOrders
 from app.services.acme.requests import AcmeRequests, AcmeUrls
 from app.services.acme.validation import ChallengeValidator, Lookup
@@ -39,8 +40,9 @@ class AcmeService:
             accounts=self.accounts,
             keyring=keyring,
             endpoints=endpoints,
-            certificates=certificates,
-            revocation=revocation,
+        )
+        self.certificates = AcmeCertificates(
+            db, clock, keyring=keyring, certificates=certificates, revocation=revocation
         )
         resolver = parse_bind(settings.acme_dns_resolver) if settings.acme_dns_resolver else None
         self.validator = ChallengeValidator(

@@ -44,7 +44,7 @@ RENEWAL_INFO_RETRY_SECONDS = 6 * 3600  # RFC 9773 §4.3: clients poll again afte
 @router.get("/renewal-info/{cert_id}")
 def renewal_info(cert_id: str, services: ServicesDep) -> Response:
     """RFC 9773: an unauthenticated GET naming the certificate by AKI and serial."""
-    start, end = services.acme.orders.renewal_window(cert_id)
+    start, end = services.acme.certificates.renewal_window(cert_id)
     response = acme_json({"suggestedWindow": {"start": rfc3339(start), "end": rfc3339(end)}})
     response.headers["Retry-After"] = str(RENEWAL_INFO_RETRY_SECONDS)
     return response

@@ -66,12 +66,12 @@ async def respond_challenge(challenge_id: str, request: Request, services: Servi
 @router.post("/cert/{serial}")
 async def certificate(serial: str, request: Request, services: ServicesDep) -> Response:
     signed = await verified(request)
-    chain = await run_in_threadpool(services.acme.orders.certificate_chain, signed, serial)
+    chain = await run_in_threadpool(services.acme.certificates.certificate_chain, signed, serial)
     return Response(pem(*chain), media_type=PEM_CHAIN)
 
 
 @router.post("/revoke-cert")
 async def revoke_certificate(request: Request, services: ServicesDep) -> Response:
     signed = await verified(request, key_may_sign=True)
-    await run_in_threadpool(services.acme.orders.revoke, signed)
+    await run_in_threadpool(services.acme.certificates.revoke, signed)
     return Response(status_code=200)
