@@ -14,8 +14,8 @@ from app.ca.acme.jws import b64url_decode, key_authorization
 from app.clock import FixedClock
 from app.services.container import Services
 from tests.acme.conftest import ZONE, AcmeClient, Http01Answers
+from tests.acme.flow import new_order, problem, settle
 from tests.acme.jose import eab, jws, public_jwk
-from tests.acme.test_protocol import new_order, problem, settle
 
 Binding = dict[str, Any]
 

@@ -3,117 +3,30 @@ dns-01, and each refusal with its ACME error type and a fresh nonce."""
 
 from __future__ import annotations
 
-import hashlib
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from cryptography.x509.oid import NameOID
 
-from app.ca.acme.jws import b64url_encode, dns01_txt_value, key_authorization
-from app.ca.acme.renewal_info import format_cert_id
-from app.ca.acme.tlsalpn import ACME_IDENTIFIER_OID
+from app.ca.acme.jws import b64url_encode, key_authorization
 from app.clock import FixedClock
 from app.db.acme import claim_challenge
 from app.services.acme.validation import CLAIM, RETRY_DELAYS
 from app.services.container import Services
-from tests.acme.conftest import PUBLIC_URL, ZONE, AcmeClient, Http01Answers, TlsAlpnAnswer
+from tests.acme.conftest import PUBLIC_URL, ZONE, AcmeClient, Http01Answers
 from tests.acme.dns_server import FakeDNS
+from tests.acme.flow import (
+    ACME_ERROR,
+    csr_der,
+    new_order,
+    problem,
+    ready_order,
+    settle,
+    validate,
+)
 from tests.acme.jose import jws, public_jwk
-from tests.services.test_certificate_lint import lint
-
-ACME_ERROR = "urn:ietf:params:acme:error:"
-
-
-def problem(response: httpx.Response, status: int, acme_type: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json", response.text
-    body: dict[str, Any] = response.json()
-    assert body["type"] == ACME_ERROR + acme_type, body
-    assert response.headers.get("Replay-Nonce"), "every ACME answer carries a fresh nonce"
-    return body
-
-
-def csr_der(*names: str, key: ec.EllipticCurvePrivateKey | None = None) -> str:
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
-        .sign(key, hashes.SHA256())
-    )
-    return b64url_encode(csr.public_bytes(Encoding.DER))
-
-
-def new_order(client: AcmeClient, *names: str) -> tuple[str, dict[str, Any]]:
-    identifiers = [{"type": "dns", "value": n} for n in names]
-    response = client.post(client.directory["newOrder"], {"identifiers": identifiers})
-    assert response.status_code == 201, response.text
-    return response.headers["Location"], response.json()
-
-
-def validate(
-    client: AcmeClient,
-    services: Services,
-    order: dict[str, Any],
-    *,
-    kind: str,
-    http01: Http01Answers,
-    dns: FakeDNS,
-) -> None:
-    """Answer `kind` for every authorization, ask for validation, run the validator."""
-    for authz_url in order["authorizations"]:
-        authz = client.post(authz_url, None).json()
-        challenge = next(c for c in authz["challenges"] if c["type"] == kind)
-        key_auth = key_authorization(challenge["token"], public_jwk(client.key))
-        name = authz["identifier"]["value"]
-        http01.answers[challenge["token"]] = key_auth
-        dns.txt[f"_acme-challenge.{name}"] = [dns01_txt_value(key_auth)]
-        answered = client.post(challenge["url"], {})
-        assert answered.status_code == 200, answered.text
-        assert answered.json()["status"] == "processing", answered.text
-        assert 'rel="up"' in answered.headers["Link"]
-    assert services.acme.validator.run_due() == len(order["authorizations"])
-
-
-def settle(services: Services, clock: FixedClock) -> None:
-    """Run the validator through every retry of a failing challenge (RFC 8555 §8.2)."""
-    for _ in range(len(RETRY_DELAYS) + 1):
-        services.acme.validator.run_due()
-        clock.advance(seconds=30)
-
-
-def ready_order(
-    client: AcmeClient, services: Services, http01: Http01Answers, dns: FakeDNS, *names: str
-) -> str:
-    url, order = new_order(client, *names)
-    validate(client, services, order, kind="http-01", http01=http01, dns=dns)
-    ready = client.post(url, None).json()
-    assert ready["status"] == "ready", ready
-    return url
-
-
-def issue(
-    client: AcmeClient,
-    services: Services,
-    http01: Http01Answers,
-    dns: FakeDNS,
-    name: str,
-    key: ec.EllipticCurvePrivateKey | None = None,
-) -> x509.Certificate:
-    url = ready_order(client, services, http01, dns, name)
-    order = client.post(url, None).json()
-    done = client.post(order["finalize"], {"csr": csr_der(name, key=key)})
-    assert done.json()["status"] == "valid", done.text
-    chain = client.post(done.json()["certificate"], None)
-    assert chain.headers["content-type"] == "application/pem-certificate-chain"
-    return x509.load_pem_x509_certificates(chain.content)[0]
 
 
 def test_directory_and_nonces(acme_http: Any) -> None:
@@ -241,31 +154,6 @@ def test_accounts_need_a_binding_and_a_credential_binds_one_account(
     )
 
 
-def test_revocation_by_the_ordering_account_only(
-    account: AcmeClient,
-    acme_services: Services,
-    http01: Http01Answers,
-    test_dns: FakeDNS,
-    acme_http: Any,
-    credential: tuple[str, str],
-) -> None:
-    leaf = issue(account, acme_services, http01, test_dns, f"rev.{ZONE}")
-    der = b64url_encode(leaf.public_bytes(Encoding.DER))
-    revoke_url = account.directory["revokeCert"]
-    intruder = AcmeClient(acme_http)
-    other = acme_services.acme.accounts.create_credential(
-        names=[f"*.{ZONE}"], profile=None, max_validity_days=None, actor="test"
-    )
-    intruder.register(other.kid, other.hmac_key)
-    problem(intruder.post(revoke_url, {"certificate": der}), 403, "unauthorized")
-    problem(account.post(revoke_url, {"certificate": der, "reason": 6}), 400, "badRevocationReason")
-    done = account.post(revoke_url, {"certificate": der, "reason": 1})
-    assert done.status_code == 200, done.text
-    info = acme_services.certificates.get(f"{leaf.serial_number:x}")
-    assert info.revocation_reason == "keyCompromise"
-    problem(account.post(revoke_url, {"certificate": der}), 400, "alreadyRevoked")
-
-
 @pytest.mark.parametrize(
     ("body", "content_type", "status"),
     [
@@ -319,97 +207,6 @@ def test_key_rollover_retires_the_old_key(account: AcmeClient) -> None:
     assert again.headers["Location"] == account.kid, again.text
 
 
-def alpn_certificate(
-    name: str, key_auth: str, *, digest_of: str | None = None
-) -> tuple[bytes, bytes]:
-    """RFC 8737 §3: self-signed, one SAN, critical acmeIdentifier with SHA-256(key auth)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    digest = hashlib.sha256((digest_of or key_auth).encode()).digest()
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(
-            x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, b"\x04\x20" + digest), critical=True
-        )
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
-    return certificate.public_bytes(Encoding.PEM), key_pem
-
-
-@pytest.mark.parametrize(
-    ("digest_of", "status"),
-    [
-        pytest.param(None, "valid", id="right digest"),
-        pytest.param("other", "invalid", id="wrong digest"),
-    ],
-)
-def test_tls_alpn01(
-    account: AcmeClient,
-    acme_services: Services,
-    tlsalpn: TlsAlpnAnswer,
-    clock: FixedClock,
-    digest_of: str | None,
-    status: str,
-) -> None:
-    name = f"alpn.{ZONE}"
-    _url, order = new_order(account, name)
-    authz = account.post(order["authorizations"][0], None).json()
-    challenge = next(c for c in authz["challenges"] if c["type"] == "tls-alpn-01")
-    key_auth = key_authorization(challenge["token"], public_jwk(account.key))
-    cert_pem, key_pem = alpn_certificate(name, key_auth, digest_of=digest_of)
-    tlsalpn.cert_path.write_bytes(cert_pem)
-    tlsalpn.key_path.write_bytes(key_pem)
-    account.post(challenge["url"], {})
-    settle(acme_services, clock)
-    result = account.post(challenge["url"], None).json()
-    assert result["status"] == status, result
-
-
-def test_renewal_info_suggests_a_window_and_now_once_revoked(
-    account: AcmeClient, acme_services: Services, http01: Http01Answers, test_dns: FakeDNS
-) -> None:
-    leaf = issue(account, acme_services, http01, test_dns, f"ari.{ZONE}")
-    aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-    assert aki.key_identifier is not None
-    cert_id = format_cert_id(aki.key_identifier, leaf.serial_number)
-    url = f"{account.directory['renewalInfo']}/{cert_id}"
-    window = account.http.get(account.path(url))
-    assert window.status_code == 200, window.text
-    start = datetime.fromisoformat(window.json()["suggestedWindow"]["start"])
-    assert leaf.not_valid_before_utc < start < leaf.not_valid_after_utc, window.text
-    assert window.headers["Retry-After"]
-    der = b64url_encode(leaf.public_bytes(Encoding.DER))
-    account.post(account.directory["revokeCert"], {"certificate": der})
-    revoked = account.http.get(account.path(url)).json()["suggestedWindow"]
-    assert datetime.fromisoformat(revoked["end"]) < datetime.now(UTC), revoked
-    unknown = account.http.get(account.path(f"{account.directory['renewalInfo']}/AAAA.AQ"))
-    problem(unknown, 404, "malformed")
-    problem(
-        account.http.get(account.path(f"{account.directory['renewalInfo']}/x")), 400, "malformed"
-    )
-
-
-def test_pkilint_finds_nothing_in_an_acme_certificate(
-    account: AcmeClient,
-    acme_services: Services,
-    http01: Http01Answers,
-    test_dns: FakeDNS,
-    tmp_path: Path,
-) -> None:
-    leaf = issue(account, acme_services, http01, test_dns, f"lint.{ZONE}")
-    findings = lint(leaf, tmp_path / "acme.pem")
-    assert findings == "", findings
-
-
 def test_the_account_lists_its_orders_and_orders_for_ips(
     account: AcmeClient, acme_services: Services, http01: Http01Answers
 ) -> None:
@@ -439,27 +236,6 @@ def test_the_account_lists_its_orders_and_orders_for_ips(
     listed = client.post(orders_url, None)
     assert listed.json() == {"orders": [created.headers["Location"]]}, listed.text
     problem(account.post(orders_url, None), 403, "unauthorized")
-
-
-def test_revocation_signed_by_the_certificate_key(
-    account: AcmeClient, acme_services: Services, http01: Http01Answers, test_dns: FakeDNS
-) -> None:
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
-    leaf = issue(account, acme_services, http01, test_dns, f"own.{ZONE}", key=leaf_key)
-    der = b64url_encode(leaf.public_bytes(Encoding.DER))
-    url = account.directory["revokeCert"]
-    stranger_key = ec.generate_private_key(ec.SECP256R1())
-    problem(
-        account.post(url, {"certificate": der}, key=stranger_key, use_jwk=True), 403, "unauthorized"
-    )
-    done = account.post(url, {"certificate": der, "reason": 4}, key=leaf_key, use_jwk=True)
-    assert done.status_code == 200, done.text
-    info = acme_services.certificates.get(f"{leaf.serial_number:x}")
-    assert info.revocation_reason == "superseded"
-    revoked = next(
-        e for e in acme_services.audit.newest(limit=5) if e.action == "certificate.revoke"
-    )
-    assert revoked.actor == f"acme:certificate-key:{info.serial}"
 
 
 def test_a_claim_that_lapses_is_validated_by_another_validator(

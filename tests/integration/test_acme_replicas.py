@@ -16,8 +16,8 @@ from app.ca.acme.jws import dns01_txt_value, key_authorization
 from app.config import Settings
 from tests.acme.conftest import AcmeClient
 from tests.acme.dns_server import FakeDNS, running_dns
+from tests.acme.flow import csr_der
 from tests.acme.jose import public_jwk
-from tests.acme.test_protocol import csr_der
 from tests.integration.live import LiveServer, start_server, stop_server
 
 ZONE = "test.internal"
