@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     pkcs11_token_label: str | None = None
     pkcs11_pin_file: Path | None = None
     log_format: Literal["text", "json"] = "text"
+    # ACME (SPEC: ACME on the public listener)
+    acme_eab_required: bool = True
+    acme_http01_port: int = Field(default=80, ge=1, le=65535)
+    acme_tlsalpn01_port: int = Field(default=443, ge=1, le=65535)
+    acme_dns_resolver: str | None = None  # host:port for every validation lookup
 
     @property
     def effective_database_url(self) -> str:

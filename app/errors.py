@@ -125,3 +125,15 @@ class RateLimitedError(MintCAError):
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class AcmeProblemError(MintCAError):
+    """An RFC 8555 §6.7 problem: `acme_type` is the part after `urn:ietf:params:acme:error:`
+    (e.g. `badNonce`), and `status` its HTTP status."""
+
+    slug, title = "acme", "ACME request refused"
+
+    def __init__(self, acme_type: str, detail: str, *, status: int = 400) -> None:
+        super().__init__(detail)
+        self.acme_type = acme_type
+        self.status = status

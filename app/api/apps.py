@@ -10,8 +10,13 @@ from starlette.types import ASGIApp
 from app.api.deps import get_peer, require_declared_role, require_json_writes
 from app.api.limits import BodySizeLimit
 from app.api.ocsp_fast import OCSPFastPath
-from app.api.problems import install_problem_handlers
+from app.api.problems import install_acme_problem_handlers, install_problem_handlers
 from app.api.request_metrics import RequestMetrics
+from app.api.routes.acme import accounts as acme_accounts
+from app.api.routes.acme import admin as acme_admin
+from app.api.routes.acme import directory as acme_directory
+from app.api.routes.acme import orders as acme_orders
+from app.api.routes.acme.common import AcmeHeaders
 from app.api.routes.mtls import admin, docs, renew, roles
 from app.api.routes.public import ca_files, certificates, crls, health, metrics, ocsp
 from app.services.container import Services
@@ -29,6 +34,12 @@ MTLS_ROUTERS: tuple[APIRouter, ...] = (
     docs.router,
     roles.router,
     renew.router,
+    acme_admin.router,
+)
+ACME_ROUTERS: tuple[APIRouter, ...] = (
+    acme_directory.router,
+    acme_accounts.router,
+    acme_orders.router,
 )
 
 
@@ -54,8 +65,11 @@ def _app(
 
 
 def create_public_app(services: Services, *, timed: bool = True) -> FastAPI:
-    """CA files, CRLs, OCSP, certificate status, enrollment with a token, health."""
-    return _app(services, "MintCA public API", PUBLIC_ROUTERS, "public" if timed else None)
+    """CA files, CRLs, OCSP, certificate status, enrollment with a token, health; ACME under
+    /acme."""
+    app = _app(services, "MintCA public API", PUBLIC_ROUTERS, "public" if timed else None)
+    app.mount("/acme", create_acme_app(services))
+    return app
 
 
 def create_public_asgi(services: Services) -> ASGIApp:
@@ -65,6 +79,18 @@ def create_public_asgi(services: Services) -> ASGIApp:
         create_public_app(services, timed=False), services.ocsp, services.clock
     )
     return RequestMetrics(fast_path, listener="public")
+
+
+def create_acme_app(services: Services) -> FastAPI:
+    """RFC 8555 under /acme: its own problem types (urn:ietf:params:acme:error:*) and a fresh
+    Replay-Nonce on every answer, errors included."""
+    app = FastAPI(title="MintCA ACME", version="0.1.0", openapi_url=None, docs_url=None)
+    app.state.services = services
+    install_acme_problem_handlers(app)
+    for router in ACME_ROUTERS:
+        app.include_router(router)
+    app.add_middleware(AcmeHeaders)
+    return app
 
 
 def create_mtls_app(services: Services) -> FastAPI:

@@ -12,7 +12,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa
 from starlette.responses import Response
 
 from app.api.media import PROBLEM_JSON
-from app.errors import MintCAError
+from app.errors import (
+    AcmeProblemError,
+    AuthenticationError,
+    CSRSignatureError,
+    MalformedCSRError,
+    MintCAError,
+    NameNotAllowedError,
+    PermissionDeniedError,
+    UnsupportedKeyError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +86,60 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
+
+
+# --- ACME (RFC 8555 §6.7): the same errors, typed for ACME clients ------------------------------
+
+ACME_TYPE_PREFIX = "urn:ietf:params:acme:error:"
+
+
+def acme_type_of(exc: MintCAError) -> str:
+    """The RFC 8555 §6.7 type of a domain error raised under /acme/."""
+    if isinstance(exc, AcmeProblemError):
+        return exc.acme_type
+    if isinstance(exc, NameNotAllowedError):
+        return "rejectedIdentifier"
+    if isinstance(exc, MalformedCSRError | CSRSignatureError | UnsupportedKeyError):
+        return "badCSR"
+    if isinstance(exc, AuthenticationError | PermissionDeniedError):
+        return "unauthorized"
+    return "serverInternal" if exc.status >= 500 else "malformed"
+
+
+def acme_problem_response(status: int, acme_type: str, detail: str) -> Response:
+    body = {"type": ACME_TYPE_PREFIX + acme_type, "detail": detail, "status": status}
+    return Response(json.dumps(body).encode(), status_code=status, media_type=PROBLEM_JSON)
+
+
+async def _acme_domain_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MintCAError)
+    if exc.status >= 500:
+        log.error("%s: %s", exc.slug, exc.detail)
+        return acme_problem_response(exc.status, acme_type_of(exc), "an internal error occurred")
+    return acme_problem_response(exc.status, acme_type_of(exc), exc.detail)
+
+
+async def _acme_validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return acme_problem_response(400, "malformed", "the request does not fit the resource")
+
+
+async def _acme_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, MintCAError):
+        return await _acme_domain_error(request, exc.__cause__)
+    response = acme_problem_response(exc.status_code, "malformed", str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
+
+
+async def _acme_unexpected_error(_request: Request, exc: Exception) -> Response:
+    log.error("unexpected error", exc_info=exc)
+    return acme_problem_response(500, "serverInternal", "an internal error occurred")
+
+
+def install_acme_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(MintCAError, _acme_domain_error)
+    app.add_exception_handler(RequestValidationError, _acme_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _acme_http_error)
+    app.add_exception_handler(Exception, _acme_unexpected_error)

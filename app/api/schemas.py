@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -170,3 +170,20 @@ class BulkRevocationResponse(BaseModel):
     serials: list[str] = Field(description="the first 100 serials, in order")
     dry_run: bool
     crl_numbers: dict[str, int] = Field(description="CA id -> the CRL that lists them")
+
+
+class AcmeEabCreateRequest(BaseModel):
+    """`POST /admin/acme/eab`: what accounts bound to the credential may order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    names: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        min_length=1, max_length=100
+    )
+    profile: str | None = None
+    max_validity_days: int | None = Field(default=None, ge=1, le=397)
+
+
+class AcmeEabCreateResponse(BaseModel):
+    kid: str
+    hmac_key: str  # unpadded base64url (RFC 7515 §2), shown once

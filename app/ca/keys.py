@@ -110,20 +110,42 @@ def wrapped_kek_id(blob: bytes) -> str | None:
 
 
 def wrap_private_key(key: PrivateKey, *, kek: bytes, label: str) -> bytes:
-    """Encrypt a CA key with AES-256-GCM: `MKW1`, the KEK id, a nonce, the ciphertext. `label`
-    (the CA id) and the header are bound as associated data, so a ciphertext moved to another
-    row does not decrypt."""
+    """Encrypt a CA key (PKCS#8 DER) as `wrap_secret` does; `label` is the CA id."""
     der = key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    header = _WRAP_MAGIC + bytes.fromhex(kek_id(kek))
-    nonce = os.urandom(_NONCE_BYTES)
-    return header + nonce + AESGCM(kek).encrypt(nonce, der, header + label.encode())
+    return wrap_secret(der, kek=kek, label=label)
 
 
 def unwrap_private_key(blob: bytes, *, kek: bytes | Sequence[bytes], label: str) -> PrivateKey:
+    """The key `wrap_private_key` wrapped.
+
+    Raises ValueError when no KEK given is the right one or the blob was tampered with."""
+    return load_der_private_key(unwrap_secret(blob, kek=kek, label=label), label=label)
+
+
+def load_der_private_key(der: bytes, *, label: str) -> PrivateKey:
+    """An unwrapped PKCS#8 key of an accepted type.
+
+    Raises ValueError: not such a key."""
+    key = serialization.load_der_private_key(der, password=None)
+    if not isinstance(key, PrivateKey):
+        raise ValueError(f"unexpected key type for {label}")
+    return key
+
+
+def wrap_secret(secret: bytes, *, kek: bytes, label: str) -> bytes:
+    """Encrypt a secret (a key, an ACME EAB HMAC key) with AES-256-GCM: `MKW1`, the KEK id, a
+    nonce, the ciphertext. `label` (the row's identity) and the header are bound as
+    associated data, so a ciphertext moved to another row does not decrypt."""
+    header = _WRAP_MAGIC + bytes.fromhex(kek_id(kek))
+    nonce = os.urandom(_NONCE_BYTES)
+    return header + nonce + AESGCM(kek).encrypt(nonce, secret, header + label.encode())
+
+
+def unwrap_secret(blob: bytes, *, kek: bytes | Sequence[bytes], label: str) -> bytes:
     """Decrypt with the KEK named in the blob, chosen from `kek` (one KEK, or several while a
-    rotation is under way). Keys wrapped before KEK ids existed are tried with each KEK.
+    rotation is under way). Secrets wrapped before KEK ids existed are tried with each KEK.
 
     Raises ValueError when no KEK given is the right one or the blob was tampered with."""
     keks = [kek] if isinstance(kek, bytes) else list(kek)
@@ -147,15 +169,11 @@ def unwrap_private_key(blob: bytes, *, kek: bytes | Sequence[bytes], label: str)
     raise ValueError(f"cannot decrypt the key of {label}: wrong KEK or damaged row")
 
 
-def _decrypt(kek: bytes, body: bytes, associated: bytes, label: str) -> PrivateKey:
+def _decrypt(kek: bytes, body: bytes, associated: bytes, label: str) -> bytes:
     try:
-        der = AESGCM(kek).decrypt(body[:_NONCE_BYTES], body[_NONCE_BYTES:], associated)
+        return AESGCM(kek).decrypt(body[:_NONCE_BYTES], body[_NONCE_BYTES:], associated)
     except InvalidTag as exc:
         raise ValueError(f"cannot decrypt the key of {label}: wrong KEK or damaged row") from exc
-    key = serialization.load_der_private_key(der, password=None)
-    if not isinstance(key, PrivateKey):
-        raise ValueError(f"unexpected key type for {label}")
-    return key
 
 
 def load_private_key_pem(data: bytes) -> PrivateKey:

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from app.ca.key_types import KEY_TYPES
-from app.cli import admin, audit, enroll, kek, operator, recover, renew
+from app.cli import acme, admin, audit, enroll, kek, operator, recover, renew
 from app.cli.options import DataDirOption, load_settings
 from app.errors import ConfigurationError
 
@@ -28,6 +28,7 @@ app.add_typer(admin.admin_app, name="admin")
 admin.admin_app.command("recover")(recover.recover)
 app.add_typer(audit.audit_app, name="audit")
 app.add_typer(kek.kek_app, name="kek")
+app.add_typer(acme.acme_app, name="acme")
 
 
 def _check_key_type(value: str) -> str:

@@ -182,3 +182,88 @@ class AuditChainRecord(Base):
     id: Mapped[int] = mapped_column(primary_key=True)  # always 1
     last_id: Mapped[int] = mapped_column(BigInteger)
     last_hash: Mapped[str] = mapped_column(String(64))
+
+
+# --- ACME (RFC 8555) ---------------------------------------------------------------------------
+
+
+class AcmeEabRecord(Base):
+    """External account binding credentials: the HMAC key is wrapped under the KEK (it must
+    verify a MAC, so a hash would not do), bound to at most one account."""
+
+    __tablename__ = "acme_eab_credentials"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_wrapped: Mapped[bytes] = mapped_column(LargeBinary)  # AES-GCM, the kid as label
+    names: Mapped[list[str]]
+    profile: Mapped[str] = mapped_column(String(32))
+    max_validity_days: Mapped[int | None]
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(1024))
+    account_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+
+
+class AcmeAccountRecord(Base):
+    __tablename__ = "acme_accounts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    thumbprint: Mapped[str] = mapped_column(String(64), unique=True)  # RFC 7638, SHA-256
+    jwk: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))  # valid | deactivated | revoked
+    contact: Mapped[list[str]]
+    eab_kid: Mapped[str | None] = mapped_column(ForeignKey("acme_eab_credentials.kid"))
+    created_at: Mapped[datetime]
+
+
+class AcmeNonceRecord(Base):
+    """Issued, unused nonces: inserted when issued, deleted when used (single use across
+    processes sharing the database)."""
+
+    __tablename__ = "acme_nonces"
+
+    value: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class AcmeOrderRecord(Base):
+    __tablename__ = "acme_orders"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("acme_accounts.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # pending|ready|processing|valid|invalid
+    identifiers: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    not_after: Mapped[datetime | None]  # requested notAfter of the certificate
+    expires_at: Mapped[datetime]
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    certificate_serial: Mapped[str | None] = mapped_column(String(40), index=True)
+    created_at: Mapped[datetime]
+
+
+class AcmeAuthorizationRecord(Base):
+    __tablename__ = "acme_authorizations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    order_id: Mapped[str] = mapped_column(ForeignKey("acme_orders.id"), index=True)
+    identifier_type: Mapped[str] = mapped_column(String(8))  # dns | ip
+    identifier_value: Mapped[str] = mapped_column(String(255))
+    wildcard: Mapped[bool]
+    status: Mapped[str] = mapped_column(String(16))  # pending|valid|invalid|deactivated
+    expires_at: Mapped[datetime]
+
+
+class AcmeChallengeRecord(Base):
+    """Challenge state lives here so that a restart resumes validation: `processing` rows are
+    claimed by one validator at a time (`claimed_until`) and retried when a claim lapses."""
+
+    __tablename__ = "acme_challenges"
+    __table_args__ = (Index("ix_acme_challenges_status", "status", "claimed_until"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    authorization_id: Mapped[str] = mapped_column(ForeignKey("acme_authorizations.id"), index=True)
+    type: Mapped[str] = mapped_column(String(16))  # http-01 | dns-01
+    token: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # pending|processing|valid|invalid
+    validated_at: Mapped[datetime | None]
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    claimed_until: Mapped[datetime | None]  # also: not before then, when a retry waits
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")

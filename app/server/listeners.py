@@ -29,6 +29,7 @@ from app.server.live_tls import LiveTLS, watch_forever
 from app.services.container import Services
 
 log = logging.getLogger(__name__)
+ACME_POLL_SECONDS = 0.5  # how soon a challenge a client answered is validated
 REPUBLISH_INTERVAL_SECONDS = 60
 
 
@@ -129,6 +130,7 @@ async def serve_both(
         loop.add_signal_handler(sig, stop)
     republisher = asyncio.create_task(_republish_forever(services))
     watcher = asyncio.create_task(watch_forever(services, live))
+    acme_validator = asyncio.create_task(_validate_acme_forever(services))
     try:
         await asyncio.gather(
             servers[0].serve(sockets=[public_sock]), servers[1].serve(sockets=[mtls_sock])
@@ -136,6 +138,7 @@ async def serve_both(
     finally:
         republisher.cancel()
         watcher.cancel()
+        acme_validator.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
@@ -149,3 +152,15 @@ async def _republish_forever(services: Services) -> None:
         except Exception:
             log.exception("CRL republication failed; retrying in %s s", REPUBLISH_INTERVAL_SECONDS)
         await asyncio.sleep(REPUBLISH_INTERVAL_SECONDS)
+
+
+async def _validate_acme_forever(services: Services) -> None:
+    """Validate ACME challenges in the background (never in a request's worker thread); the
+    state is in the database, so every replica may run this and a restart resumes."""
+    while True:
+        try:
+            worked = await asyncio.to_thread(services.acme.validator.run_due)
+        except Exception:
+            log.exception("ACME validation failed; retrying")
+            worked = 0
+        await asyncio.sleep(0 if worked else ACME_POLL_SECONDS)

@@ -9,6 +9,7 @@ from app.clock import Clock, SystemClock
 from app.config import Settings
 from app.db.engine import Database
 from app.errors import ServiceUnavailableError
+from app.services.acme.service import AcmeService
 from app.services.audit import AuditService
 from app.services.authorities import AuthorityService
 from app.services.certificates import CertificateService
@@ -75,6 +76,15 @@ class Services:
             self.db, self.clock, self.keyring, endpoints, settings.data_dir
         )
         self.metrics = MetricsService(self.db, self.clock)
+        self.acme = AcmeService(
+            self.db,
+            self.clock,
+            settings,
+            keyring=self.keyring,
+            endpoints=endpoints,
+            certificates=self.certificates,
+            revocation=self.revocation,
+        )
 
     def ready(self) -> bool:
         """The database answers and an issuing CA is loaded."""

@@ -1,14 +1,16 @@
-"""KEK rotation: every CA and OCSP responder key re-wrapped under a new KEK in one
-transaction, audited. The key material does not change, so processes that hold the keys
-unwrapped keep signing; see README "Rotating the KEK" for how old and new KEKs coexist."""
+"""KEK rotation: every CA and OCSP responder key, and every ACME EAB key, re-wrapped under a
+new KEK in one transaction, audited. The key material does not change, so processes that hold
+the keys unwrapped keep signing; see README "Rotating the KEK" for how old and new KEKs
+coexist."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.ca.keys import kek_id, unwrap_private_key, wrap_private_key, wrapped_kek_id
+from app.ca.keys import kek_id, unwrap_secret, wrap_secret, wrapped_kek_id
 from app.clock import Clock
+from app.db import acme as acme_queries
 from app.db import responders as responder_queries
 from app.db.cas import lock_all_cas
 from app.db.engine import Database
@@ -42,11 +44,11 @@ def rewrap_keys(
 
     def rewrap(blob: bytes, label: str) -> bytes:
         try:
-            key = unwrap_private_key(blob, kek=candidates, label=label)
+            secret = unwrap_secret(blob, kek=candidates, label=label)
         except ValueError as exc:
             raise ConfigurationError(f"{exc}; nothing was changed") from exc
         previous.add(wrapped_kek_id(blob) or "legacy")
-        return wrap_private_key(key, kek=new_kek, label=label)
+        return wrap_secret(secret, kek=new_kek, label=label)
 
     with db.write() as session:
         # An offline root's key and keys in a PKCS#11 token are not wrapped: nothing to move.
@@ -57,6 +59,9 @@ def rewrap_keys(
             ca.key_wrapped = rewrap(ca.key_wrapped, ca.id)
         for responder in responders:
             responder.key_wrapped = rewrap(responder.key_wrapped, f"ocsp:{responder.serial}")
+        credentials = acme_queries.lock_all_credentials(session)
+        for credential in credentials:
+            credential.key_wrapped = rewrap(credential.key_wrapped, f"acme-eab:{credential.kid}")
         rotation = KEKRotation(tuple(sorted(previous)), kek_id(new_kek), len(cas), len(responders))
         record(
             session,
@@ -68,6 +73,7 @@ def rewrap_keys(
                 "previous": list(rotation.previous_ids),
                 "cas": rotation.cas,
                 "responders": rotation.responders,
+                "acme_eab_credentials": len(credentials),
             },
         )
     return rotation

@@ -21,8 +21,10 @@ from app.ca.keys import (
     encode_kek,
     generate_kek,
     kek_id,
+    load_der_private_key,
     parse_kek,
     unwrap_private_key,
+    unwrap_secret,
     wrapped_kek_id,
 )
 from app.ca.signer import LocalSigner, OfflineSigner, Signer
@@ -227,17 +229,24 @@ class Keyring:
         return self._keks[0]
 
     def unwrap(self, blob: bytes, *, label: str) -> PrivateKey:
+        """A private key wrapped under any KEK this process holds or can read (see
+        `unwrap_secret`).
+
+        Raises ValueError: no KEK held unwraps it."""
+        return load_der_private_key(self.unwrap_secret(blob, label=label), label=label)
+
+    def unwrap_secret(self, blob: bytes, *, label: str) -> bytes:
         """Unwrap with the KEK the blob names. A KEK this process does not hold yet (another
         process ran `mintca kek rotate`) makes it read its KEK sources again, once a second
         at most, so serving processes follow a rotation without a restart.
 
         Raises ValueError: no KEK held unwraps it."""
         try:
-            return unwrap_private_key(blob, kek=self._keks, label=label)
+            return unwrap_secret(blob, kek=self._keks, label=label)
         except ValueError:
             if not self._refresh_keks(wrapped_kek_id(blob)):
                 raise
-            return unwrap_private_key(blob, kek=self._keks, label=label)
+            return unwrap_secret(blob, kek=self._keks, label=label)
 
     def kek_for(self, blob: bytes | None) -> bytes:
         """The KEK to wrap a new key with: the one `blob` (a CA row read under its lock) is

@@ -15,16 +15,18 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from app.ca.acme.jws import b64url_encode
 from app.ca.keys import (
     encode_kek,
     generate_kek,
     kek_id,
     parse_kek,
     unwrap_private_key,
+    unwrap_secret,
     wrapped_kek_id,
 )
 from app.config import Settings
-from app.db.models import AuditRecord, CARecord, ResponderRecord
+from app.db.models import AcmeEabRecord, AuditRecord, CARecord, ResponderRecord
 from app.services import keyring as keyring_module
 from app.services.container import Services
 
@@ -92,6 +94,9 @@ def test_rotate_rewraps_every_key_and_the_old_kek_unwraps_nothing(
     file_settings: Settings, running: Services
 ) -> None:
     old_kek = running.keyring.kek
+    credential = running.acme.accounts.create_credential(
+        names=["*.internal"], profile=None, max_validity_days=None, actor="test"
+    )
     before = wrapped_blobs(running)
 
     result = mintca(file_settings, "kek", "rotate")
@@ -118,7 +123,19 @@ def test_rotate_rewraps_every_key_and_the_old_kek_unwraps_nothing(
     (entry,) = audit_entries(running, "kek.rotate")
     assert entry.target == kek_id(new_kek)
     assert entry.actor == "mintca kek rotate"
-    assert entry.details == {"previous": [kek_id(old_kek)], "cas": 2, "responders": 1}
+    assert entry.details == {
+        "previous": [kek_id(old_kek)],
+        "cas": 2,
+        "responders": 1,
+        "acme_eab_credentials": 1,
+    }
+    label = f"acme-eab:{credential.kid}"
+    with running.db.read() as session:
+        eab_blob = session.get(AcmeEabRecord, credential.kid).key_wrapped
+    assert wrapped_kek_id(eab_blob) == kek_id(new_kek)
+    with pytest.raises(ValueError, match="cannot decrypt"):
+        unwrap_secret(eab_blob, kek=old_kek, label=label)
+    assert b64url_encode(unwrap_secret(eab_blob, kek=new_kek, label=label)) == credential.hmac_key
 
 
 def test_a_process_started_before_the_rotation_follows_it(
