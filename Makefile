@@ -4,6 +4,8 @@
 #   make test    pytest; extra arguments in PYTEST_ARGS, e.g. make test PYTEST_ARGS='-k tokens -x'
 #   make lint    ruff, ruff format --check, mypy --strict, import contracts
 #   make check   lint, then test: what CI runs
+#   make bench   the benchmarks of bench/ (OCSP and enrollment against OpenSSL's responder
+#                and the issue's targets, CRLs, CLI start-up); each prints a table
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,7 +17,7 @@ PYTEST_ARGS ?=
 # pyproject.toml. `make test PYTEST_ARGS=tests/ca COVERAGE=` runs a subset without it.
 COVERAGE ?= --cov --cov-report=term
 
-.PHONY: venv run test lint check
+.PHONY: venv run test lint check bench
 
 venv: $(STAMP)
 
@@ -41,3 +43,9 @@ lint: venv
 	$(BIN)/lint-imports
 
 check: lint test
+
+# Each script starts what it measures on loopback and stops it; wrk and openssl are needed.
+BENCHES ?= ocsp enroll crl cli
+bench: venv
+	@for b in $(BENCHES); do test -f bench/$$b.py || continue; \
+		echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; echo; done

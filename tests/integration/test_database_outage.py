@@ -265,11 +265,6 @@ def test_postgresql_outage_under_load(outage: Outage, tmp_path: Path) -> None:
     assert ocsp_after == "REVOKED", ocsp_after
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pre-signed OCSP answers still read the database today; the ocsp engineer's fast "
-    "path (issue 12, ocsp branch) serves them from memory while valid",
-)
 def test_presigned_ocsp_answers_served_during_outage(outage: Outage, tmp_path: Path) -> None:
     process, server = start_server(outage.settings, tmp_path / "serve.log", workers=1)
     try:
