@@ -231,9 +231,13 @@ class OCSPService:
 
     def _flush(self, generation: int) -> None:
         with self._lock:
+            dropped = len(self._cache)
             self._cache = {}
             self._cache_bytes = 0
             self._generation = generation
+        log.debug(
+            "a status changed (generation %d): %d cached OCSP answers dropped", generation, dropped
+        )
 
     def _sign(
         self,

@@ -44,6 +44,7 @@ class Run:
     server: LiveServer | None = None
     outputs: list[str] = field(default_factory=list)  # every CLI stdout/stderr, but tokens
     tokens: list[str] = field(default_factory=list)
+    eab_keys: list[str] = field(default_factory=list)  # ACME EAB HMAC keys, shown once
     keks: list[bytes] = field(default_factory=list)
     serial: str = ""
 
@@ -96,6 +97,23 @@ def enroll(run: Run) -> None:
     )  # fmt: skip
     run.outputs.append(stdout)
     run.serial = re.search(r"^serial\s+([0-9a-f]+)$", stdout, re.MULTILINE)[1]  # type: ignore[index]
+
+
+def renew(run: Run) -> None:
+    svc, out = run.workdir / "svc", run.workdir / "svc-renewed"
+    files = ["--cert", str(svc / "cert.pem"), "--key", str(svc / "key.pem"), "--out", str(out)]
+    run.outputs.append(run.mintca("renew", *files, listener="mtls"))
+
+
+def ca_rotate(run: Run) -> None:
+    run.outputs.append(run.mintca("ca", "rotate", listener="mtls"))
+
+
+def acme_eab_create(run: Run) -> None:
+    created = json.loads(
+        run.mintca("acme", "eab", "create", "--name", "*.internal", "--json", listener="mtls")
+    )
+    run.eab_keys.append(created["hmac_key"])
 
 
 def hold(run: Run) -> None:
@@ -171,11 +189,14 @@ def failures(run: Run) -> None:
 STEPS: list[tuple[str, Callable[[Run], None]]] = [
     ("token create", token_create),
     ("enroll", enroll),
+    ("renew", renew),
     ("hold", hold),
     ("unhold", unhold),
     ("revoke", revoke),
     ("crl fetch", crl_fetch),
     ("ocsp", ocsp_both_ways),
+    ("ca rotate", ca_rotate),
+    ("acme eab create", acme_eab_create),
     ("audit", audit),
     ("kek rotate", kek_rotate),
     ("ocsp after the rotation", ocsp_both_ways),
@@ -191,6 +212,7 @@ def private_keys(run: Run) -> dict[str, PrivateKey]:
         run.settings.data_dir / "server-key.pem",
         run.settings.data_dir / "admin-key.pem",
         run.workdir / "svc" / "key.pem",
+        run.workdir / "svc-renewed" / "key.pem",
     ):
         loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
         assert isinstance(loaded, PrivateKey)
@@ -216,6 +238,8 @@ def secrets_of_the_run(run: Run) -> dict[str, str]:
     found: dict[str, str] = {}
     for n, token in enumerate(run.tokens):
         found[f"token {n}"] = token.removeprefix("mintca_")
+    for n, eab_key in enumerate(run.eab_keys):
+        found[f"EAB HMAC key {n}"] = eab_key
     for n, kek in enumerate(run.keks):
         found[f"KEK {n} (base64)"] = base64.b64encode(kek).decode()
         found[f"KEK {n} (hex)"] = kek.hex()

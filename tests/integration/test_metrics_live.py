@@ -166,7 +166,6 @@ def test_totals_agree_across_workers_and_move(two_workers: LiveServer, metrics_d
     )
 
 
-@pytest.mark.xfail(strict=True, reason="README 'Not built yet': renewal (POST /v1/renew)")
 def test_renewal_moves_the_issued_and_renewed_totals(
     two_workers: LiveServer, tmp_path: Path
 ) -> None:
