@@ -13,6 +13,7 @@ from app.services.authorities import AuthorityService
 from app.services.certificates import CertificateService
 from app.services.crls import CRLService
 from app.services.enrollment import EnrollmentService
+from app.services.group_commit import GroupCommitter
 from app.services.keyring import Keyring, load_kek
 from app.services.metrics import MetricsService
 from app.services.ocsp import OCSPService
@@ -39,8 +40,10 @@ class Services:
         self.audit = AuditService(self.db)
         self.tokens = TokenService(self.db, self.clock)
         self.certificates = CertificateService(self.db, self.clock)
+        # One writer per process: enrollments share its commits (group commit).
+        self.committer = GroupCommitter(self.db)
         self.enrollment = EnrollmentService(
-            self.db, self.clock, self.keyring, self.tokens, endpoints
+            self.db, self.clock, self.keyring, self.tokens, endpoints, self.committer
         )
         self.crls = CRLService(self.db, self.clock, self.keyring, endpoints, settings.crl_validity)
         self.revocation = RevocationService(self.db, self.clock, self.crls)
@@ -73,4 +76,5 @@ class Services:
         return True
 
     def close(self) -> None:
+        self.committer.close()
         self.db.dispose()
