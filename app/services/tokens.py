@@ -151,9 +151,12 @@ class TokenService:
             TokenRejectedError: as `authenticate`.
         """
         cached = self._grants.get(hash_secret(secret)) if secret else None
-        if cached is not None and time.monotonic() - cached[1] < GRANT_CACHE_SECONDS:
-            if cached[0].expires_at > self._clock.now():
-                return cached[0]
+        if (
+            cached is not None
+            and time.monotonic() - cached[1] < GRANT_CACHE_SECONDS
+            and cached[0].expires_at > self._clock.now()
+        ):
+            return cached[0]
         return self.authenticate(secret)
 
     def forget(self, secret: str) -> None:
