@@ -76,6 +76,10 @@ class GroupCommitter:
         result: T = pending.future.result()
         return result
 
+    def queued(self) -> int:
+        """Writes waiting for the writer (not counting the batch it is committing)."""
+        return self._queue.qsize()
+
     def close(self) -> None:
         """Finish what is queued, then stop the writer."""
         with self._lock:
