@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -60,6 +61,21 @@ class Result:
     p99_ms: float
     errors: int
     stored: int
+    cpu_ms: float  # CPU time of every MintCA process per stored enrollment
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process in a process group (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, ...
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 def free_port() -> int:
@@ -170,7 +186,18 @@ def parse_wrk(output: str) -> tuple[float, float, float, int]:
     return float(rate[1]), millis("50"), millis("99"), errors
 
 
-def run_wrk(port: int, token: str, *, connections: int, duration: int, workdir: Path) -> str:
+def run_wrk(
+    port: int,
+    token: str,
+    *,
+    connections: int,
+    duration: int,
+    workdir: Path,
+    pgid: int,
+    count: Callable[[], int],
+) -> tuple[str, float, int]:
+    """wrk's output, the server's CPU seconds and the certificates stored, all over the
+    measured run only."""
     script = workdir / "enroll.lua"
     body = json.dumps({"csr": csr_pem(), "profile": "server", "validity_days": 30})
     script.write_text(WRK_SCRIPT.format(token=token, body=json.dumps(body)))
@@ -181,6 +208,7 @@ def run_wrk(port: int, token: str, *, connections: int, duration: int, workdir: 
         check=True,
         capture_output=True,
     )
+    cpu_before, stored_before = group_cpu_seconds(pgid), count()
     completed = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
         check=True,
@@ -188,7 +216,7 @@ def run_wrk(port: int, token: str, *, connections: int, duration: int, workdir: 
         text=True,
         timeout=duration + 30,
     )
-    return completed.stdout
+    return completed.stdout, group_cpu_seconds(pgid) - cpu_before, count() - stored_before
 
 
 def measure(settings: Settings, args: argparse.Namespace, workdir: Path) -> Result:
@@ -204,7 +232,6 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path) -> Resu
                 str(ROOT / ".venv" / "bin" / "py-spy"),
                 "record",
                 "--subprocesses",
-                "--idle",
                 "--format",
                 "raw",
                 "-o",
@@ -218,8 +245,14 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path) -> Resu
             stderr=subprocess.DEVNULL,
         )
     try:
-        output = run_wrk(
-            port, token, connections=args.connections, duration=args.duration, workdir=workdir
+        output, cpu_seconds, stored_during = run_wrk(
+            port,
+            token,
+            connections=args.connections,
+            duration=args.duration,
+            workdir=workdir,
+            pgid=process.pid,
+            count=lambda: stored_count(settings.effective_database_url),
         )
         if profiler is not None:
             profiler.wait(timeout=60)
@@ -229,7 +262,7 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path) -> Resu
         print(output, file=sys.stderr)
     rate, p50, p99, errors = parse_wrk(output)
     stored = stored_count(settings.effective_database_url) - before
-    return Result(rate, p50, p99, errors, stored)
+    return Result(rate, p50, p99, errors, stored, cpu_seconds * 1000 / max(stored_during, 1))
 
 
 def scratch_postgresql(url: str) -> tuple[str, str]:
@@ -257,7 +290,7 @@ def drop_postgresql(url: str, name: str) -> None:
 def row(label: str, result: Result) -> str:
     return (
         f"| {label} | {result.requests_per_second:,.0f} | {result.p50_ms:.1f} | "
-        f"{result.p99_ms:.1f} | {result.stored:,} | {result.errors} |"
+        f"{result.p99_ms:.1f} | {result.stored:,} | {result.errors} | {result.cpu_ms:.2f} |"
     )
 
 
@@ -277,8 +310,8 @@ def main() -> None:
         f"enrollment stored durably: JSON CSR, EC P-256 issuing CA, {args.connections} "
         f"connections (wrk -t2), {args.workers} worker(s), {args.duration} s",
         "",
-        "| database | requests/s | p50 ms | p99 ms | stored | errors |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| database | requests/s | p50 ms | p99 ms | stored | errors | server CPU ms/enrollment |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     kek = encode_kek(generate_kek())
     with tempfile.TemporaryDirectory() as directory:
@@ -296,7 +329,7 @@ def main() -> None:
             finally:
                 drop_postgresql(args.postgresql, name)
         else:
-            lines.append("| PostgreSQL | skipped: no --postgresql URL given | | | | |")
+            lines.append("| PostgreSQL | skipped: no --postgresql URL given | | | | | |")
     print("\n".join(lines))
 
 
