@@ -2,8 +2,8 @@
 JSON CSR with a many-use token to an EC P-256 issuing CA, on SQLite (WAL, synchronous=FULL) and
 on PostgreSQL. Loopback only, bounded in time. Prints a markdown table.
 
-    .venv/bin/python bench/enroll.py [--duration 10] [--workers 2] [--connections 20]
-                                     [--postgresql postgresql+psycopg://mintca@127.0.0.1:5433/mintca]
+    .venv/bin/python bench/enroll.py [--duration 10] [--workers 2] [--connections 20] [--profile F]
+                                     [postgresql+psycopg://mintca@127.0.0.1:5433/mintca]
 
 The PostgreSQL row runs in a throwaway database made beside the one named (the role must be
 allowed to create databases); without --postgresql the row is skipped with a note.
@@ -124,8 +124,10 @@ def stored_count(url: str) -> int:
 
 
 def serve(
-    settings: Settings, *, workers: int, port: int, environ: dict[str, str]
+    settings: Settings, *, workers: int, port: int, environ: dict[str, str], log: Path
 ) -> subprocess.Popen[bytes]:
+    """`mintca serve` in a process group of its own, its output in `log` (wrk's closing
+    connections leave disconnect tracebacks there), once /ready answers."""
     env = {
         **environ,
         "MINTCA_DATA_DIR": str(settings.data_dir),
@@ -144,9 +146,14 @@ def serve(
     }
     if settings.database_url:
         env["MINTCA_DATABASE_URL"] = settings.database_url
-    process = subprocess.Popen(
-        [str(MINTCA), "serve"], env=env, start_new_session=True
-    )  # our own console script
+    with open(log, "wb") as output:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(  # our own console script, fixed arguments
+            [str(MINTCA), "serve"],
+            env=env,
+            start_new_session=True,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -156,7 +163,7 @@ def serve(
             pass
         time.sleep(0.2)
     stop(process)
-    raise SystemExit("mintca serve did not become ready within 30 s")
+    raise SystemExit(f"mintca serve did not become ready within 30 s:\n{log.read_text()}")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -221,9 +228,14 @@ def run_wrk(
 
 def measure(settings: Settings, args: argparse.Namespace, workdir: Path) -> Result:
     token = prepare(settings)
-    before = stored_count(settings.effective_database_url)
     port = free_port()
-    process = serve(settings, workers=args.workers, port=port, environ=dict(os.environ))
+    process = serve(
+        settings,
+        workers=args.workers,
+        port=port,
+        environ=dict(os.environ),
+        log=workdir / f"serve-{port}.log",
+    )
     profiler = None
     if args.profile:
         # py-spy samples every worker process during the measured run (not the warm-up).
@@ -261,8 +273,7 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path) -> Resu
     if args.verbose:
         print(output, file=sys.stderr)
     rate, p50, p99, errors = parse_wrk(output)
-    stored = stored_count(settings.effective_database_url) - before
-    return Result(rate, p50, p99, errors, stored, cpu_seconds * 1000 / max(stored_during, 1))
+    return Result(rate, p50, p99, errors, stored_during, cpu_seconds * 1000 / max(stored_during, 1))
 
 
 def scratch_postgresql(url: str) -> tuple[str, str]:
@@ -299,11 +310,13 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds of measured load")
     parser.add_argument("--workers", type=int, default=2, help="MINTCA_WORKERS")
     parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument("postgresql_url", nargs="?", help="the same as --postgresql")
     parser.add_argument("--postgresql", default=None, help="a PostgreSQL URL; none: skip that row")
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--profile", help="py-spy raw (collapsed) stacks of the run to this file")
     parser.add_argument("--verbose", action="store_true", help="wrk's own output on stderr")
     args = parser.parse_args()
+    args.postgresql = args.postgresql or args.postgresql_url
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
     lines = [
