@@ -244,6 +244,7 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path) -> Resu
                 str(ROOT / ".venv" / "bin" / "py-spy"),
                 "record",
                 "--subprocesses",
+                "--gil",
                 "--format",
                 "raw",
                 "-o",
@@ -317,6 +318,8 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="wrk's own output on stderr")
     args = parser.parse_args()
     args.postgresql = args.postgresql or args.postgresql_url
+    if args.profile and not (ROOT / ".venv" / "bin" / "py-spy").exists():
+        raise SystemExit("--profile needs py-spy (make venv installs it with the dev tools)")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
     lines = [
