@@ -104,7 +104,13 @@ class GroupCommitter:
                     self._queue.put(None)  # stop after this batch
                     break
                 batch.append(item)
-            self._commit(batch)
+            try:
+                self._commit(batch)
+            except Exception:  # the writer must outlive any batch, or every request would hang
+                log.exception("the group-commit writer failed a batch")
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(ServiceUnavailableError("write failed"))
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
