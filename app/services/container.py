@@ -15,6 +15,7 @@ from app.services.authorities import AuthorityService
 from app.services.certificates import CertificateService
 from app.services.crls import CRLService
 from app.services.enrollment import EnrollmentService
+from app.services.group_commit import GroupCommitter
 from app.services.hsm import open_token
 from app.services.keyring import Keyring, load_keks
 from app.services.metrics import MetricsService
@@ -48,8 +49,10 @@ class Services:
         self.audit = AuditService(self.db)
         self.tokens = TokenService(self.db, self.clock)
         self.certificates = CertificateService(self.db, self.clock)
+        # One writer per process: enrollments share its commits (group commit).
+        self.committer = GroupCommitter(self.db)
         self.enrollment = EnrollmentService(
-            self.db, self.clock, self.keyring, self.tokens, endpoints
+            self.db, self.clock, self.keyring, self.tokens, endpoints, self.committer
         )
         self.crls = CRLService(self.db, self.clock, self.keyring, endpoints, settings.crl_validity)
         self.revocation = RevocationService(self.db, self.clock, self.crls)
@@ -101,4 +104,5 @@ class Services:
 
     def close(self) -> None:
         self.status_signal.close()
+        self.committer.close()
         self.db.dispose()

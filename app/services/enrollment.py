@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from cryptography import x509
+from sqlalchemy.orm import Session
 
 from app.ca.csr import check_csr, load_csr
 from app.ca.issuance import Endpoints
@@ -22,10 +23,11 @@ from app.ca.profiles import (
 from app.ca.serials import format_serial
 from app.clock import Clock
 from app.db.engine import Database
-from app.db.tokens import spend_use
 from app.errors import ProfileViolationError, TokenRejectedError
 from app.services.certificates import sign_leaf, store_certificate
-from app.services.keyring import Keyring
+from app.services.group_commit import GroupCommitter
+from app.services.keyring import Authority, Keyring, confirmed_active_issuer
+from app.services.token_spends import spend_use
 from app.services.tokens import TokenGrant, TokenService
 
 
@@ -67,12 +69,14 @@ class EnrollmentService:
         keyring: Keyring,
         tokens: TokenService,
         endpoints: Endpoints,
+        committer: GroupCommitter,
     ) -> None:
         self._db = db
         self._clock = clock
         self._keyring = keyring
         self._tokens = tokens
         self._endpoints = endpoints
+        self._committer = committer
 
     def enroll(
         self,
@@ -91,7 +95,7 @@ class EnrollmentService:
                 does not give.
             NameNotAllowedError: a name outside the token's names.
         """
-        grant = self._tokens.authenticate(token)
+        grant = self._tokens.authenticate_for_enrollment(token)
         csr = load_csr(csr_data)
         public_key = check_csr(csr)
         profile_name = profile or grant.profiles[0]
@@ -113,9 +117,9 @@ class EnrollmentService:
         authority = self._keyring.loaded_active_issuer()
         now = self._clock.now()
 
-        def sign() -> x509.Certificate:
+        def sign(issuer: Authority) -> x509.Certificate:
             return sign_leaf(
-                authority,
+                issuer,
                 public_key=public_key,
                 names=names,
                 profile=chosen,
@@ -124,24 +128,34 @@ class EnrollmentService:
                 endpoints=self._endpoints,
             )
 
-        certificate = sign()
-        with self._db.write() as session:
-            if not spend_use(session, grant.id, now):
-                raise TokenRejectedError("the token is unknown, expired or used up")
+        signed = sign(authority)
+        actor = f"token:{grant.id}"
+
+        def store(session: Session) -> tuple[Authority, x509.Certificate]:
+            # Check, then write: a refusal must come before any write (GroupCommitter.submit).
             # Signed with the CA this process knew; the transaction confirms it is still the
             # active one, so a rotation committed anywhere before is never missed.
-            if (active := self._keyring.active_issuer(session)).ca_id != authority.ca_id:
-                authority = active
-                certificate = sign()
-            serial = format_serial(certificate.serial_number)
+            active = confirmed_active_issuer(self._keyring, session)
+            certificate = signed if active.ca_id == authority.ca_id else sign(active)
+            if not spend_use(session, grant.id, now):
+                raise TokenRejectedError("the token is unknown, expired or used up")
             store_certificate(
                 session,
                 certificate,
-                ca_id=authority.ca_id,
+                ca_id=active.ca_id,
                 profile=chosen.name,
                 names=names,
                 token_id=grant.id,
                 now=now,
-                actor=f"token:{grant.id}",
+                actor=actor,
             )
+            return active, certificate
+
+        # Many enrollments share one commit; the 201 goes out only after it (README).
+        try:
+            authority, certificate = self._committer.submit(store)
+        except TokenRejectedError:
+            self._tokens.forget(token or "")
+            raise
+        serial = format_serial(certificate.serial_number)
         return IssuedCertificate(serial, certificate, self._keyring.chain(authority), chosen.name)

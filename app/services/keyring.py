@@ -357,3 +357,19 @@ class Keyring:
             if authority.kind == "root":
                 return authority
         raise ServiceUnavailableError("no root CA is loaded; run `mintca init`")
+
+
+_ACTIVE_IN_SESSION = "mintca.active_issuer"
+
+
+def confirmed_active_issuer(keyring: Keyring, session: Session) -> Authority:
+    """`keyring.active_issuer(session)`, asked once per transaction: the writes that share one
+    group commit share one answer (the transaction holds the write lock on SQLite, so it cannot
+    change under them).
+
+    Raises:
+        ServiceUnavailableError: no issuing CA."""
+    authority: Authority | None = session.info.get(_ACTIVE_IN_SESSION)
+    if authority is None:
+        authority = session.info[_ACTIVE_IN_SESSION] = keyring.active_issuer(session)
+    return authority

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,6 +19,9 @@ from app.services.audit import record
 
 TOKEN_PREFIX = "mintca_"  # noqa: S105 - a prefix that makes leaked tokens greppable
 MAX_TOKEN_TTL = timedelta(days=30)
+# An enrollment looks its token up once per GRANT_CACHE_SECONDS per process, not per request.
+GRANT_CACHE_SECONDS = 30.0
+GRANT_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class TokenGrant:
     profiles: tuple[str, ...]
     names: tuple[str, ...]
     max_validity_days: int | None
+    expires_at: datetime
 
 
 def hash_secret(secret: str) -> str:
@@ -46,6 +51,8 @@ class TokenService:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
+        # hash of the secret -> (grant, when cached); dict operations are atomic under the GIL.
+        self._grants: dict[str, tuple[TokenGrant, float]] = {}
 
     def create(
         self,
@@ -106,8 +113,7 @@ class TokenService:
         return CreatedToken(secret, token_id, expires_at)
 
     def authenticate(self, secret: str | None) -> TokenGrant:
-        """Check a bearer token without spending it (enrollment spends it when it stores the
-        certificate).
+        """Check a bearer token in the database without spending it.
 
         Raises:
             TokenRejectedError: missing, unknown, expired or used up (one message for all,
@@ -115,13 +121,48 @@ class TokenService:
         """
         if not secret:
             raise TokenRejectedError("an enrollment token is required (Authorization: Bearer)")
+        key = hash_secret(secret)
+        now = self._clock.now()
         with self._db.read() as session:
-            token = token_queries.find_by_hash(session, hash_secret(secret))
-        if token is None or token.uses_left <= 0 or token.expires_at <= self._clock.now():
+            token = token_queries.find_by_hash(session, key)
+        if token is None or token.uses_left <= 0 or token.expires_at <= now:
+            self._grants.pop(key, None)
             raise TokenRejectedError("the token is unknown, expired or used up")
-        return TokenGrant(
-            token.id, tuple(token.profiles), tuple(token.names), token.max_validity_days
+        grant = TokenGrant(
+            token.id,
+            tuple(token.profiles),
+            tuple(token.names),
+            token.max_validity_days,
+            token.expires_at,
         )
+        if len(self._grants) >= GRANT_CACHE_SIZE:
+            self._grants.pop(next(iter(self._grants)), None)  # the oldest entry
+        self._grants[key] = (grant, time.monotonic())
+        return grant
+
+    def authenticate_for_enrollment(self, secret: str | None) -> TokenGrant:
+        """`authenticate`, answered from memory when this process saw the token within
+        GRANT_CACHE_SECONDS: what a token allows never changes after it is made, and its uses
+        and expiry are checked again by the spend, which is the authority (enrollment calls
+        `forget` when the spend refuses, so a used-up token's next request is refused before
+        anything is signed).
+
+        Raises:
+            TokenRejectedError: as `authenticate`.
+        """
+        cached = self._grants.get(hash_secret(secret)) if secret else None
+        if (
+            cached is not None
+            and time.monotonic() - cached[1] < GRANT_CACHE_SECONDS
+            and cached[0].expires_at > self._clock.now()
+        ):
+            return cached[0]
+        return self.authenticate(secret)
+
+    def forget(self, secret: str) -> None:
+        """Drop a token's cached grant (its spend failed: used up or expired), so its next
+        request is refused before anything is signed."""
+        self._grants.pop(hash_secret(secret), None)
 
 
 def _check_pattern(pattern: str) -> None:

@@ -1,0 +1,188 @@
+"""Group commit: enrollments that share one transaction succeed or fail each on their own, a
+token's uses are never over-spent, and every stored certificate has its audit row.
+
+The writer is held busy by a write that waits on an event, so the enrollments queue behind it
+and the next batch takes them all at once (MAX_BATCH is far above their number)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from app.db.tokens import spend_use
+from app.errors import TokenRejectedError
+from app.services.container import Services
+from app.services.enrollment import IssuedCertificate
+from app.services.tokens import CreatedToken
+from tests.helpers import csr_pem
+
+pytestmark = pytest.mark.db
+
+WAIT_SECONDS = 30
+
+
+def create_token(services: Services, *, max_uses: int) -> CreatedToken:
+    return services.tokens.create(
+        actor="test",
+        profiles=["server"],
+        names=["*.batch.example.internal"],
+        ttl=timedelta(hours=1),
+        max_uses=max_uses,
+        max_validity_days=None,
+    )
+
+
+@contextmanager
+def one_batch(services: Services, expected: int) -> Iterator[ThreadPoolExecutor]:
+    """Hold the writer until `expected` writes are queued behind it, then let it go: the
+    writes submitted through the yielded pool meet in one batch."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(_session: Session) -> None:
+        holding.set()
+        release.wait(WAIT_SECONDS)
+
+    with ThreadPoolExecutor(max_workers=expected + 1) as pool:
+        blocker = pool.submit(services.committer.submit, hold)
+        assert holding.wait(WAIT_SECONDS), "the writer never ran the holding write"
+        deadline = time.monotonic() + WAIT_SECONDS
+        yield pool
+        while services.committer.queued() < expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        queued = services.committer.queued()
+        release.set()
+        blocker.result(WAIT_SECONDS)
+    assert queued == expected, f"{queued} of {expected} enrollments were queued together"
+
+
+def enroll(services: Services, token: CreatedToken, name: str) -> Callable[[], IssuedCertificate]:
+    csr = csr_pem(name)
+    return lambda: services.enrollment.enroll(token=token.token, csr_data=csr, profile="server")
+
+
+def outcome(future: Future[IssuedCertificate]) -> str:
+    try:
+        return f"issued {future.result(WAIT_SECONDS).serial}"
+    except TokenRejectedError:
+        return "token rejected"
+
+
+def stored(services: Services) -> dict[str, str | None]:
+    """serial -> token id of every certificate stored by enrollment (init's have no token)."""
+    with services.db.read() as session:
+        rows = session.execute(
+            text("SELECT serial, token_id FROM certificates WHERE token_id IS NOT NULL")
+        )
+        return {serial: token_id for serial, token_id in rows}
+
+
+def issue_audit_targets(services: Services) -> list[str]:
+    with services.db.read() as session:
+        rows = session.execute(
+            text("SELECT target FROM audit_log WHERE action = 'certificate.issue'")
+        )
+        return [target for (target,) in rows]
+
+
+def uses_left(services: Services, token: CreatedToken) -> int:
+    with services.db.read() as session:
+        value = session.execute(
+            text("SELECT uses_left FROM tokens WHERE id = :id"), {"id": token.id}
+        ).scalar_one()
+    return int(value)
+
+
+def test_spent_token_fails_only_its_own_request(services: Services) -> None:
+    spent = create_token(services, max_uses=1)
+    good = create_token(services, max_uses=5)
+    # The process has seen the token (its grant is cached), then its last use goes elsewhere:
+    # the refusal can only come from the spend inside the batch.
+    services.tokens.authenticate_for_enrollment(spent.token)
+    with services.db.write() as session:
+        assert spend_use(session, spent.id, services.clock.now())
+
+    with one_batch(services, expected=4) as pool:
+        futures = {
+            "spent": pool.submit(enroll(services, spent, "a.batch.example.internal")),
+            **{
+                f"good {n}": pool.submit(enroll(services, good, f"g{n}.batch.example.internal"))
+                for n in range(3)
+            },
+        }
+
+    outcomes = {label: outcome(future) for label, future in futures.items()}
+    assert outcomes["spent"] == "token rejected", outcomes
+    issued = {label: o for label, o in outcomes.items() if o.startswith("issued")}
+    assert sorted(issued) == ["good 0", "good 1", "good 2"], outcomes
+    serials = {o.removeprefix("issued ") for o in issued.values()}
+    assert stored(services) == dict.fromkeys(serials, good.id), outcomes
+    assert uses_left(services, good) == 2
+    assert uses_left(services, spent) == 0
+
+
+def test_last_use_raced_in_one_batch_is_won_once(services: Services) -> None:
+    token = create_token(services, max_uses=1)
+    other = create_token(services, max_uses=2)
+
+    with one_batch(services, expected=6) as pool:
+        racers = [
+            pool.submit(enroll(services, token, f"r{n}.batch.example.internal")) for n in range(5)
+        ]
+        bystander = pool.submit(enroll(services, other, "b.batch.example.internal"))
+
+    outcomes = [outcome(f) for f in racers]
+    winners = [o.removeprefix("issued ") for o in outcomes if o.startswith("issued")]
+    assert len(winners) == 1, outcomes
+    assert outcomes.count("token rejected") == 4, outcomes
+    bystander_serial = outcome(bystander).removeprefix("issued ")
+    assert stored(services) == {winners[0]: token.id, bystander_serial: other.id}
+    assert uses_left(services, token) == 0
+    assert uses_left(services, other) == 1
+
+
+def test_every_certificate_of_a_batch_has_its_audit_row(services: Services) -> None:
+    token = create_token(services, max_uses=10)
+    spent = create_token(services, max_uses=1)
+
+    with one_batch(services, expected=10) as pool:
+        futures = [
+            pool.submit(enroll(services, token, f"c{n}.batch.example.internal")) for n in range(8)
+        ]
+        futures += [
+            pool.submit(enroll(services, spent, f"s{n}.batch.example.internal")) for n in range(2)
+        ]
+
+    outcomes = [outcome(f) for f in futures]
+    certificates = stored(services)
+    assert len(certificates) == 9, outcomes
+    missing = set(certificates) - set(issue_audit_targets(services))
+    assert not missing, f"certificates without a certificate.issue audit row: {missing}"
+
+
+def test_a_write_that_breaks_is_retried_alone_and_fails_alone(services: Services) -> None:
+    """Not a refusal but an unexpected error: the batch is rolled back and every other write
+    is stored by a transaction of its own."""
+    token = create_token(services, max_uses=3)
+
+    def broken(session: Session) -> None:
+        session.execute(text("SELECT * FROM no_such_table"))
+
+    with one_batch(services, expected=4) as pool:
+        good = [
+            pool.submit(enroll(services, token, f"k{n}.batch.example.internal")) for n in range(3)
+        ]
+        failing = pool.submit(services.committer.submit, broken)
+
+    serials = {f.result(WAIT_SECONDS).serial for f in good}
+    with pytest.raises(Exception, match="no_such_table"):
+        failing.result(WAIT_SECONDS)
+    assert stored(services) == dict.fromkeys(serials, token.id)
+    assert uses_left(services, token) == 0
