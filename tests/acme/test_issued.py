@@ -144,8 +144,9 @@ def test_pkilint_finds_nothing_in_an_acme_certificate(
     tmp_path: Path,
 ) -> None:
     leaf = issue(account, acme_services, http01, test_dns, f"lint.{ZONE}")
-    findings = lint(leaf, tmp_path / "acme.pem")
+    status, set_aside, findings = lint(leaf, tmp_path / "acme.pem")
     assert findings == "", findings
+    assert status == set_aside, f"pkilint exited {status}: {findings}"
 
 
 def test_revocation_signed_by_the_certificate_key(

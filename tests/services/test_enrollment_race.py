@@ -50,16 +50,17 @@ def create_token(services: Services, *, max_uses: int) -> CreatedToken:
 
 
 def hold_after_authenticate(services: Services, barrier: Any) -> None:
-    """Make every caller of this Services wait at `barrier` once its token is accepted, so
-    all of them hold a valid grant before any of them spends a use."""
-    authenticate: Callable[[str | None], TokenGrant] = services.tokens.authenticate
+    """Make every caller of this Services wait at `barrier` once its token is accepted (by
+    the check enrollment makes, cached grants included), so all of them hold a valid grant
+    before any of them spends a use."""
+    authenticate: Callable[[str | None], TokenGrant] = services.tokens.authenticate_for_enrollment
 
     def held(token: str | None) -> TokenGrant:
         grant = authenticate(token)
         barrier.wait(timeout=BARRIER_SECONDS)
         return grant
 
-    services.tokens.authenticate = held  # type: ignore[method-assign]
+    services.tokens.authenticate_for_enrollment = held  # type: ignore[method-assign]
 
 
 def rows_for_token(services: Services, token_id: str) -> tuple[int, int]:
