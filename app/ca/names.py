@@ -123,6 +123,10 @@ def read_requested_names(csr: x509.CertificateSigningRequest) -> RequestedNames:
         # cryptography warns about a CN over 64 characters (or a 3-letter country) while it
         # parses the subject; where warnings are errors the warning arrives as this exception.
         raise MalformedCSRError(f"the CN must have 1 to 64 characters: {exc}") from exc
+    except ValueError as exc:
+        # The subject is parsed on first access: a signed CSR may still carry, e.g., a
+        # UTF8String that is not UTF-8 (found by fuzzing; it was a 500).
+        raise MalformedCSRError("the CSR's subject cannot be read (malformed DER)") from exc
     common_name = str(cns[0].value).strip() if cns else None
     dns: list[str] = []
     ips: list[str] = []

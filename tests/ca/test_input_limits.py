@@ -10,9 +10,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
-from app.ca.csr import load_csr
+from app.ca.csr import check_csr, load_csr
 from app.ca.names import (
     MAX_NAMES,
     RequestedNames,
@@ -24,6 +25,7 @@ from app.ca.names import (
 from app.ca.serials import parse_serial
 from app.config import parse_duration
 from app.errors import InvalidSerialError, MalformedCSRError
+from tests.integration.hostile import CSR_KEY, OID_COMMON_NAME, OID_ECDSA_SHA256, sequence, tlv
 
 
 @pytest.mark.parametrize(
@@ -130,3 +132,20 @@ def test_many_begin_lines_are_refused(body: bytes) -> None:
     # Timing is measured outside the tests (0.6 s before the fix, well under 1 ms after).
     with pytest.raises(MalformedCSRError):
         load_csr(body)
+
+
+@pytest.mark.parametrize(
+    "value", [b"\xe4\xa8\xd3K\x96s\x04", b"\x80\xb7\xad"], ids=["bad UTF-8", "stray"]
+)
+def test_a_signed_csr_whose_cn_is_not_utf8_is_malformed(value: bytes) -> None:
+    """Found by fuzzing: cryptography parses the subject on first access, so a correctly
+    signed CSR with a UTF8String that is not UTF-8 raised ValueError there (a 500)."""
+    subject = sequence(tlv(0x31, sequence(OID_COMMON_NAME, tlv(0x0C, value))))
+    key = CSR_KEY.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    info = sequence(tlv(0x02, b"\x00"), subject, key, tlv(0xA0, b""))
+    signature = CSR_KEY.sign(info, ec.ECDSA(hashes.SHA256()))
+    csr = load_csr(sequence(info, sequence(OID_ECDSA_SHA256), tlv(0x03, b"\x00" + signature)))
+    check_csr(csr)
+
+    with pytest.raises(MalformedCSRError, match="subject cannot be read"):
+        read_requested_names(csr)
