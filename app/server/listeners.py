@@ -19,6 +19,7 @@ import uvicorn
 from app.api.apps import create_mtls_app, create_public_asgi
 from app.ca.issuance import pem_bundle
 from app.config import Settings, parse_bind
+from app.server.background import report_failed_round
 from app.server.limits import (
     KEEP_ALIVE_SECONDS,
     MAX_CONCURRENCY,
@@ -149,8 +150,8 @@ async def _republish_forever(services: Services) -> None:
     while True:
         try:
             await asyncio.to_thread(services.crls.republish_due)
-        except Exception:
-            log.exception("CRL republication failed; retrying in %s s", REPUBLISH_INTERVAL_SECONDS)
+        except Exception as exc:
+            report_failed_round(log, "CRL republication", exc)
         await asyncio.sleep(REPUBLISH_INTERVAL_SECONDS)
 
 
@@ -160,7 +161,7 @@ async def _validate_acme_forever(services: Services) -> None:
     while True:
         try:
             worked = await asyncio.to_thread(services.acme.validator.run_due)
-        except Exception:
-            log.exception("ACME validation failed; retrying")
+        except Exception as exc:
+            report_failed_round(log, "ACME validation", exc)
             worked = 0
         await asyncio.sleep(0 if worked else ACME_POLL_SECONDS)

@@ -16,6 +16,7 @@ from pathlib import Path
 from cryptography import x509
 
 from app.ca.issuance import pem_bundle
+from app.server.background import report_failed_round
 from app.services.container import Services
 from app.services.keyring import Authority
 from app.services.server_cert import ServerPair, is_due
@@ -117,6 +118,6 @@ async def watch_forever(services: Services, live: LiveTLS) -> None:
     while True:
         try:
             await watch_once(services, live)
-        except Exception:
-            log.exception("refreshing the listeners' TLS failed; retrying")
+        except Exception as exc:
+            report_failed_round(log, "refreshing the listeners' TLS", exc)
         await asyncio.sleep(WATCH_INTERVAL_SECONDS)

@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from app.db.engine import Database
@@ -121,6 +122,10 @@ class GroupCommitter:
             for pending in batch:
                 self._commit_alone(pending)
             return
+        except ServiceUnavailableError as exc:  # the database is down (logged in one line)
+            for pending in batch:
+                pending.future.set_exception(exc)
+            return
         except BaseException as exc:  # the shared commit failed: nothing of it is stored
             log.exception("group commit of %d writes failed", len(batch))
             for pending in batch:
@@ -142,6 +147,8 @@ class GroupCommitter:
                     outcomes.append((True, pending.write(session)))
                 except MintCAError as exc:  # refused before writing anything (the contract)
                     outcomes.append((False, exc))
+                except DBAPIError:
+                    raise  # the database's, not this write's: the whole batch fails below
                 except Exception as exc:
                     log.exception("a write in a group commit failed; retrying each alone")
                     raise _ItemFailedError from exc

@@ -107,7 +107,7 @@ def status(server: LiveServer, serial: str) -> str:
 
 def audit_entry(server: LiveServer, serial: str) -> dict[str, object]:
     with server.admin_client() as admin:
-        entries = admin.get("/admin/audit", params={"limit": 50}).json()
+        entries = admin.get("/admin/audit", params={"limit": 50}).json()["items"]
     (entry,) = [e for e in entries if e["target"] == serial]
     return dict(entry)
 
