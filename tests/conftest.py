@@ -354,3 +354,20 @@ def services(initialised_settings: Settings, clock: FixedClock) -> Iterator[Serv
         yield built
     finally:
         built.close()
+
+
+# --- Figures ------------------------------------------------------------------------------------
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """What passing tests printed (fuzzing cases and 5xx counts, certificates checked after a
+    crash, the mTLS matrix, ...): shown at the end of every run, CI's included, without -s."""
+    printed = [
+        (report.nodeid, report.capstdout.strip())
+        for report in terminalreporter.stats.get("passed", [])
+        if report.when == "call" and report.capstdout.strip()
+    ]
+    if printed:
+        terminalreporter.section("figures printed by passing tests")
+        for nodeid, text in printed:
+            terminalreporter.write_line(f"{nodeid}:\n{text}\n")
