@@ -303,16 +303,14 @@ def test_reason_unspecified_is_absent_in_ocsp_as_on_the_crl(
     assert reasons == [], "the CRL entry carries no reason code for unspecified either"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="flaky: sometimes fewer than two LISTEN connections are seen to terminate (seen in "
-    "one of three CI runs); the wait is not the cause. To be fixed, see the closing note",
-)
 def test_a_listener_that_lost_postgresql_reports_a_possible_change_when_back(
     services: Services,
 ) -> None:
     """A notification sent while the listener was away is lost; so reconnecting counts as a
-    change (and empties the caches), never as silence."""
+    change (and empties the caches), never as silence. No NOTIFY is sent here, so the only
+    way `calls` grows is the reconnect. Every LISTEN connection of this database is cut again
+    until it does: one round may miss this listener (not yet connected, or between retries),
+    which is what made an exact count of terminated connections flaky."""
     if services.db.is_sqlite:
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's")
     calls: list[int] = []
@@ -321,10 +319,9 @@ def test_a_listener_that_lost_postgresql_reports_a_possible_change_when_back(
     try:
         deadline = time.monotonic() + 30  # generous: a loaded CI machine connects slowly
         terminated = 0
-        # Two listening connections: the Services' own and this listener's.
-        while terminated < 2 and time.monotonic() < deadline:
+        while not calls and time.monotonic() < deadline:
             with services.db.write() as session:
-                terminated = len(
+                terminated += len(
                     session.execute(
                         text(
                             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -333,10 +330,8 @@ def test_a_listener_that_lost_postgresql_reports_a_possible_change_when_back(
                         {"listen": f"LISTEN {CHANNEL}"},
                     ).all()
                 )
-            time.sleep(0.05)
-        assert terminated >= 2, "this listener never connected"
-        while not calls and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert calls, "the listener came back without reporting a possible change"
+            time.sleep(0.2)
+        assert terminated, "no listener ever connected"
+        assert calls, f"cut {terminated} times, the listener never reported a possible change"
     finally:
         listener.stop()
