@@ -312,12 +312,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="MINTCA_WORKERS")
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("postgresql_url", nargs="?", help="the same as --postgresql")
-    parser.add_argument("--postgresql", default=None, help="a PostgreSQL URL; none: skip that row")
+    parser.add_argument(
+        "--postgresql",
+        default=os.environ.get("MINTCA_TEST_DATABASE_URL"),
+        help="a PostgreSQL URL (default: $MINTCA_TEST_DATABASE_URL); none: skip that row",
+    )
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--profile", help="py-spy raw (collapsed) stacks of the run to this file")
     parser.add_argument("--verbose", action="store_true", help="wrk's own output on stderr")
     args = parser.parse_args()
-    args.postgresql = args.postgresql or args.postgresql_url
+    args.postgresql = args.postgresql_url or args.postgresql
     if args.profile and not (ROOT / ".venv" / "bin" / "py-spy").exists():
         raise SystemExit("--profile needs py-spy (make venv installs it with the dev tools)")
     if shutil.which("wrk") is None:
@@ -332,9 +336,11 @@ def main() -> None:
     kek = encode_kek(generate_kek())
     with tempfile.TemporaryDirectory() as directory:
         workdir = Path(directory)
+        sqlite = None
         if not args.skip_sqlite:
             settings = Settings(data_dir=workdir / "sqlite", kek=kek, _env_file=None)
-            lines.append(row("SQLite, synchronous=FULL", measure(settings, args, workdir)))
+            sqlite = measure(settings, args, workdir)
+            lines.append(row("SQLite, synchronous=FULL", sqlite))
         if args.postgresql:
             url, name = scratch_postgresql(args.postgresql)
             try:
@@ -346,7 +352,22 @@ def main() -> None:
                 drop_postgresql(args.postgresql, name)
         else:
             lines.append("| PostgreSQL | skipped: no --postgresql URL given | | | | | |")
+    lines.extend(peer_rows(args, sqlite))
     print("\n".join(lines))
+
+
+def peer_rows(args: argparse.Namespace, sqlite: Result | None) -> list[str]:
+    """CFSSL under the same load, and MintCA's ratio to it (issue 11: at least 3x)."""
+    import cfssl  # bench/cfssl.py, beside this script
+
+    if not cfssl.available():
+        return ["| CFSSL | skipped: cfssl is not installed (Debian: golang-cfssl) | | | | | |"]
+    peer = cfssl.measure(duration=args.duration, connections=args.connections)
+    lines = [row("CFSSL 1.2, SQLite certdb (peer)", peer)]
+    if sqlite is not None:
+        ratio = sqlite.requests_per_second / max(peer.requests_per_second, 1e-9)
+        lines += ["", f"MintCA on SQLite / CFSSL: **{ratio:.2f}x** requests/s (target: >= 3x)"]
+    return lines
 
 
 if __name__ == "__main__":
