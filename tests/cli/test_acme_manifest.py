@@ -6,13 +6,16 @@ those values against a live server."""
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from app.cli.acme_manifest import CertManagerIssuer, format_cert_manager
+from app.cli.main import app
 
 ROOT_PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 KID = "kid-0123"
@@ -176,3 +179,46 @@ def test_values_cannot_break_the_yaml_structure() -> None:
 def test_names_kubernetes_refuses_are_refused(changes: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="not a valid Kubernetes name"):
         format_cert_manager(issuer(**changes), kid=KID, hmac_key=HMAC_KEY)
+
+
+@pytest.mark.parametrize(
+    ("options", "exit_code", "message"),
+    [
+        pytest.param(["--issuer-name", "Bad_Name"], 2, "not a valid Kubernetes name", id="name"),
+        pytest.param(["--namespace", "a.b"], 2, "not a valid Kubernetes name", id="namespace"),
+        pytest.param(
+            ["--ca-bundle", "{tmp}/missing.pem"], 1, "cannot read the CA bundle", id="no-file"
+        ),
+        pytest.param(["--ca-bundle", "{tmp}/empty.pem"], 1, "no PEM certificate", id="no-pem"),
+    ],
+)
+def test_cli_refuses_bad_options_before_making_a_credential(
+    tmp_path: Path, options: list[str], exit_code: int, message: str
+) -> None:
+    """Nothing listens at --url: a refusal that came after a request would say "cannot
+    reach", so these prove the options are checked before any credential is made."""
+    (tmp_path / "empty.pem").write_text("not a certificate\n")
+    (tmp_path / "root.pem").write_bytes(ROOT_PEM)
+    args = [
+        "acme", "eab", "create", "--name", "*.internal", "--format", "cert-manager",
+        "--data-dir", str(tmp_path), "--url", "https://127.0.0.1:9",
+        *(option.format(tmp=tmp_path) for option in options),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == exit_code, result.output
+    assert message in result.output, result.output
+    assert "cannot reach" not in result.output, result.output
+
+
+def test_cli_with_good_options_goes_on_to_the_request(tmp_path: Path) -> None:
+    """The control for the test above: the same command with good options reaches the
+    request (and, with nothing listening, says so)."""
+    (tmp_path / "root.pem").write_bytes(ROOT_PEM)
+    args = [
+        "acme", "eab", "create", "--name", "*.internal", "--format", "cert-manager",
+        "--data-dir", str(tmp_path), "--url", "https://127.0.0.1:9",
+        "--cert", str(tmp_path / "root.pem"), "--key", str(tmp_path / "root.pem"),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "cannot reach" in result.output, result.output
