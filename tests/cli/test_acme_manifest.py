@@ -210,15 +210,25 @@ def test_cli_refuses_bad_options_before_making_a_credential(
     assert "cannot reach" not in result.output, result.output
 
 
-def test_cli_with_good_options_goes_on_to_the_request(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("options", "warned"),
+    [
+        pytest.param(["--server", "https://ca.internal/acme/directory"], False, id="https"),
+        pytest.param(["--server", "http://ca.internal/acme/directory"], True, id="http-warns"),
+    ],
+)
+def test_cli_with_good_options_goes_on_to_the_request(
+    tmp_path: Path, options: list[str], warned: bool
+) -> None:
     """The control for the test above: the same command with good options reaches the
-    request (and, with nothing listening, says so)."""
+    request (and, with nothing listening, says so); a plain-HTTP directory, where caBundle
+    means nothing, gets a warning but is not refused."""
     (tmp_path / "root.pem").write_bytes(ROOT_PEM)
     args = [
         "acme", "eab", "create", "--name", "*.internal", "--format", "cert-manager",
-        "--data-dir", str(tmp_path), "--url", "https://127.0.0.1:9",
-        "--cert", str(tmp_path / "root.pem"), "--key", str(tmp_path / "root.pem"),
+        "--data-dir", str(tmp_path), "--url", "https://127.0.0.1:9", *options,
     ]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, result.output
     assert "cannot reach" in result.output, result.output
+    assert ("is not https" in result.output) is warned, result.output
