@@ -22,6 +22,7 @@ from app.errors import (
     PermissionDeniedError,
     UnsupportedKeyError,
 )
+from app.services.acme.telemetry import count_problem
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def acme_type_of(exc: MintCAError) -> str:
 
 
 def acme_problem_response(status: int, acme_type: str, detail: str) -> Response:
+    count_problem(acme_type)  # every ACME problem answered passes here (mintca_acme_problems)
     body = {"type": ACME_TYPE_PREFIX + acme_type, "detail": detail, "status": status}
     return Response(json.dumps(body).encode(), status_code=status, media_type=PROBLEM_JSON)
 

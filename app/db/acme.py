@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import (
@@ -106,14 +106,26 @@ def claim_challenge(session: Session, challenge_id: str, now: datetime, until: d
     return result.first() is not None
 
 
-def order_ids_of(session: Session, account_id: str, *, limit: int) -> Sequence[str]:
-    """The account's newest orders first."""
-    return session.scalars(
-        select(AcmeOrderRecord.id)
-        .where(AcmeOrderRecord.account_id == account_id)
-        .order_by(AcmeOrderRecord.created_at.desc(), AcmeOrderRecord.id)
-        .limit(limit)
-    ).all()
+def order_page_of(
+    session: Session, account_id: str, *, after: tuple[datetime, str] | None, limit: int
+) -> Sequence[tuple[str, datetime]]:
+    """(id, created_at) of the account's orders, newest first, strictly after the keyset
+    position `after` (the last (created_at, id) of the previous page). An order created
+    meanwhile sorts before every page already read, so a walk neither repeats nor skips one;
+    ix_acme_orders_account_created serves it."""
+    query = select(AcmeOrderRecord.id, AcmeOrderRecord.created_at).where(
+        AcmeOrderRecord.account_id == account_id
+    )
+    if after is not None:
+        created_at, order_id = after
+        query = query.where(
+            or_(
+                AcmeOrderRecord.created_at < created_at,
+                and_(AcmeOrderRecord.created_at == created_at, AcmeOrderRecord.id < order_id),
+            )
+        )
+    query = query.order_by(AcmeOrderRecord.created_at.desc(), AcmeOrderRecord.id.desc())
+    return [(row.id, row.created_at) for row in session.execute(query.limit(limit))]
 
 
 def lock_all_credentials(session: Session) -> list[AcmeEabRecord]:

@@ -227,6 +227,8 @@ class AcmeNonceRecord(Base):
 
 class AcmeOrderRecord(Base):
     __tablename__ = "acme_orders"
+    # The account's orders list is paged by keyset (created_at, id), newest first.
+    __table_args__ = (Index("ix_acme_orders_account_created", "account_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("acme_accounts.id"), index=True)

@@ -18,7 +18,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from app.clock import Clock
 from app.db import stats
+from app.db.acme_stats import acme_counts
 from app.db.engine import Database
+from app.services.acme.metrics import acme_metrics
 from app.services.telemetry import EVENTS, multiprocess_dir
 
 log = logging.getLogger(__name__)
@@ -64,10 +66,12 @@ class DatabaseCollector:
                 soon=now + EXPIRING_WITHIN,
                 exclude_profiles=SELF_RENEWED_PROFILES,
             )
+            acme = acme_counts(session, now=now)
         yield from _certificate_metrics(counts, renewals)
         yield from _ca_metrics(cas)
         yield from _crl_metrics(crls, now.timestamp())
         yield from _expiry_metrics(expiries, [ca.ca_id for ca in cas])
+        yield from acme_metrics(acme)
 
 
 def _certificate_metrics(

@@ -77,3 +77,28 @@ def test_fuzzed_jws_requests_get_acme_problems_never_5xx(account: AcmeClient, se
             problem = response.json()
             assert problem["type"].startswith(ACME_ERROR), f"{url}: {response.text}"
             assert response.headers["content-type"] == "application/problem+json"
+
+
+DEEP = "[" * 30_000  # deeper than json.loads's recursion limit, well within the body limit
+
+
+@pytest.mark.parametrize("where", ["body", "protected header", "payload"])
+def test_json_nested_too_deeply_is_a_malformed_problem(account: AcmeClient, where: str) -> None:
+    """Regression (found by test_fuzz_hypothesis.py): RecursionError from json.loads was a 500."""
+    url = account.directory["newOrder"]
+    header = {"alg": alg_of(account.key), "url": url, "nonce": account.nonce(), "kid": account.kid}
+    protected = b64url_encode(json.dumps(header).encode())
+    payload = b64url_encode(b"{}")
+    if where == "protected header":
+        protected = b64url_encode(DEEP.encode())
+    if where == "payload":
+        payload = b64url_encode(DEEP.encode())
+    signature = b64url_encode(sign(account.key, f"{protected}.{payload}".encode()))
+    document = {"protected": protected, "payload": payload, "signature": signature}
+    body = DEEP.encode() if where == "body" else json.dumps(document).encode()
+    response = account.http.post(
+        account.path(url), content=body, headers={"Content-Type": "application/jose+json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.headers["content-type"] == "application/problem+json", response.text
+    assert response.json()["type"] == ACME_ERROR + "malformed", response.text

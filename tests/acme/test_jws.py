@@ -133,3 +133,19 @@ def test_eab_mac_verifies_and_a_wrong_key_does_not() -> None:
     with pytest.raises(AcmeProblemError) as info:
         verify_eab(binding, b"t" * 32)
     assert info.value.acme_type == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"[" * 60_000, id="array"),
+        pytest.param(b'{"a":' * 20_000, id="object"),
+        pytest.param(b'{"protected":' + b"[" * 60_000, id="inside the document"),
+    ],
+)
+def test_json_nested_past_the_parser_stack_is_malformed(body: bytes) -> None:
+    """Found by hypothesis (test_fuzz_hypothesis.py): json.loads raises RecursionError, not
+    ValueError, for deep nesting, and that was a 500."""
+    with pytest.raises(AcmeProblemError) as raised:
+        parse_jws(body)
+    assert raised.value.acme_type == "malformed", raised.value.detail

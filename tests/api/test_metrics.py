@@ -81,6 +81,13 @@ def test_every_documented_family_is_exposed(public_client: TestClient) -> None:
         "mintca_certificates_expiring",
         "mintca_ocsp_responses",
         "mintca_http_request_duration_seconds",
+        "mintca_acme_accounts",
+        "mintca_acme_orders",
+        "mintca_acme_authorizations",
+        "mintca_acme_challenges_validated",
+        "mintca_acme_challenges_failed",
+        "mintca_acme_challenges_processing",
+        "mintca_acme_certificates_issued",
     }
     assert expected <= families, sorted(expected - families)
 

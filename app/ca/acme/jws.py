@@ -148,6 +148,8 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
         value = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise malformed(f"the {what} is not JSON") from exc
+    except RecursionError as exc:  # `[[[[…` deeper than the parser's stack fits in 64 KiB
+        raise malformed(f"the {what} is nested too deeply") from exc
     if not isinstance(value, dict):
         raise malformed(f"the {what} must be a JSON object")
     return value

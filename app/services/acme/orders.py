@@ -25,12 +25,12 @@ from app.db.engine import Database
 from app.db.models import AcmeAuthorizationRecord, AcmeChallengeRecord, AcmeOrderRecord
 from app.errors import AcmeProblemError, MintCAError
 from app.services.acme.accounts import AcmeAccounts
+from app.services.acme.order_list import ORDERS_PAGE_SIZE, OrderPage, order_page
 from app.services.acme.requests import Account, AcmeUrls, VerifiedRequest
 from app.services.certificates import sign_leaf, store_certificate
 from app.services.keyring import Keyring
 
 ORDER_LIFETIME = timedelta(days=7)
-MAX_LISTED_ORDERS = 1000
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,7 @@ class AcmeOrders:
         self._accounts = accounts
         self._keyring = keyring
         self._endpoints = endpoints
+        self.page_size = ORDERS_PAGE_SIZE  # of the orders list; tests make it small
 
     def new_order(self, request: VerifiedRequest) -> Order:
         """RFC 8555 §7.4: an order with one authorization per identifier.
@@ -179,12 +180,14 @@ class AcmeOrders:
             limit = min(limit, timedelta(days=credential[2]))
         return limit
 
-    def order_ids(self, request: VerifiedRequest) -> list[str]:
-        """RFC 8555 §7.1.2.1: the account's orders, newest first (at most 1000, no paging)."""
-        with self._db.read() as session:
-            return list(
-                queries.order_ids_of(session, signer_of(request).id, limit=MAX_LISTED_ORDERS)
-            )
+    def order_page(self, request: VerifiedRequest, cursor: str | None) -> OrderPage:
+        """RFC 8555 §7.1.2.1: a page of the signer's orders, newest first.
+
+        Raises:
+            AcmeProblemError: malformed (not POST-as-GET, or a bad cursor).
+        """
+        account = signer_of(request)
+        return order_page(self._db, request, account.id, cursor, page_size=self.page_size)
 
     def get_order(self, request: VerifiedRequest, order_id: str) -> Order:
         """Raises: AcmeProblemError: malformed (404) or unauthorized (another account's)."""

@@ -27,6 +27,7 @@ from app.db.models import (
     AcmeChallengeRecord,
     AcmeOrderRecord,
 )
+from app.services.acme.telemetry import count_validation_attempt
 
 log = logging.getLogger(__name__)
 
@@ -222,9 +223,11 @@ class ChallengeValidator:
         except ValidationFailedError as exc:
             error = {"type": f"urn:ietf:params:acme:error:{exc.acme_type}", "detail": exc.detail}
             log.info("ACME %s for %s failed: %s", kind, name, exc.detail)
-        self._record(challenge_id, error)
+        outcome = self._record(challenge_id, error)
+        count_validation_attempt(kind, outcome)
 
-    def _record(self, challenge_id: str, error: dict[str, object] | None) -> None:
+    def _record(self, challenge_id: str, error: dict[str, object] | None) -> str:
+        """Store an attempt's outcome; returns it: valid, retry or invalid."""
         now = self._clock.now()
         with self._db.write() as session:
             challenge = session.get(AcmeChallengeRecord, challenge_id)
@@ -239,7 +242,7 @@ class ChallengeValidator:
                 challenge.claimed_until = now + RETRY_DELAYS[challenge.attempts]
                 challenge.attempts += 1
                 challenge.error = error
-                return
+                return "retry"
             if error is None:
                 challenge.status, challenge.validated_at, authz.status = "valid", now, "valid"
                 challenge.error = None
@@ -248,6 +251,7 @@ class ChallengeValidator:
                     a.status == "valid" for a in queries.authorizations_of(session, order.id)
                 ):
                     order.status = "ready"
-            else:
-                challenge.status, challenge.error, authz.status = "invalid", error, "invalid"
-                order.status, order.error = "invalid", error
+                return "valid"
+            challenge.status, challenge.error, authz.status = "invalid", error, "invalid"
+            order.status, order.error = "invalid", error
+        return "invalid"

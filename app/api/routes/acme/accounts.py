@@ -43,9 +43,17 @@ async def key_change(request: Request, services: ServicesDep) -> Response:
 
 
 @router.post("/acct/{account_id}/orders")
-async def list_orders(account_id: str, request: Request, services: ServicesDep) -> Response:
+async def list_orders(
+    account_id: str, request: Request, services: ServicesDep, cursor: str | None = None
+) -> Response:
+    """RFC 8555 §7.1.2.1: a page of orders; Link rel="next" names the next page, if any."""
     signed = await verified(request)
     if signed.account is None or signed.account.id != account_id:
         raise AcmeProblemError("unauthorized", "sign with this account's key", status=403)
-    ids = await run_in_threadpool(services.acme.orders.order_ids, signed)
-    return acme_json({"orders": [services.acme.urls(f"order/{i}") for i in ids]})
+    page = await run_in_threadpool(services.acme.orders.order_page, signed, cursor)
+    urls = services.acme.urls
+    response = acme_json({"orders": [urls(f"order/{i}") for i in page.order_ids]})
+    if page.next_cursor is not None:
+        next_url = f"{urls.account(account_id)}/orders?cursor={page.next_cursor}"
+        response.headers.append("Link", f'<{next_url}>;rel="next"')
+    return response

@@ -32,6 +32,8 @@ async def verified(request: Request, *, key_may_sign: bool = False) -> VerifiedR
     body = await request.body()
     services = get_services(request)
     url = services.acme.urls.base + request.url.path
+    if request.url.query:  # the orders list's next page: the url signed includes the query
+        url += f"?{request.url.query}"
     return await run_in_threadpool(
         services.acme.requests.verify, body, url, key_may_sign=key_may_sign
     )
