@@ -2,13 +2,16 @@
 every worker serving, the CPU time all MintCA processes spent until then, and each worker's
 memory once ready. Loopback only; each run is a fresh server, stopped after it answered.
 
-    .venv/bin/python bench/ready.py [--workers 2] [--runs 7] [--postgresql URL]
+    .venv/bin/python bench/ready.py [--workers 2] [--runs 7] [--postgresql URL] [--profile FILE]
 
 Rows: an initialised SQLite data dir (what a restart sees), the same with PostgreSQL when a
 URL is given (a throwaway database beside the one named), and an empty data dir (`serve`
 initialises it first, as `make run` does the first time). The target (issue 11) is <= 2 s
-to /ready. app/ and migrations/ are byte-compiled first, as the Docker image does: with
-PYTHONDONTWRITEBYTECODE set, each start would otherwise compile them from source.
+to /ready. `--profile` records one more start with py-spy from exec to the first 200 (raw
+stacks to FILE) and prints where it went; with one worker, serving in the parent's process, as
+py-spy finds forked children too late to see their first 50 ms. app/ and migrations/ are
+byte-compiled first, as the Docker image does: with PYTHONDONTWRITEBYTECODE set, each start
+would otherwise compile them from source.
 """
 
 from __future__ import annotations
@@ -32,6 +35,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 POLL_SECONDS = 0.01
 TIMEOUT_SECONDS = 60
+SAMPLES_PER_SECOND = 250
+# Where a start-up's py-spy samples go: the first of these in a stack names its phase.
+PHASES = (
+    ("serve_worker (app/server/workers.py", "worker: Services, apps, TLS, serving"),
+    ("upgrade (app/db/migrate.py", "schema check (or migration)"),
+    ("check_keys (app/services/keyring.py", "KEK check (unwrap every CA key)"),
+    ("_find_and_load", "imports"),
+)
 # uvicorn logs this once per listener when a worker starts serving its sockets.
 STARTED = re.compile(r"^(\S+ \S+) INFO uvicorn.error Started server process \[(\d+)\]", re.M)
 
@@ -145,6 +156,59 @@ def one_run(env: dict[str, str], workers: int, log_path: Path) -> Run:
             server.wait()
 
 
+def profile(env: dict[str, str], output: Path, log_path: Path) -> list[str]:
+    """One start under py-spy, stopped at the first 200; the phases as table lines."""
+    port = free_port()
+    env = {**env, "MINTCA_PUBLIC_BIND": f"127.0.0.1:{port}"}
+    env["MINTCA_MTLS_BIND"] = f"127.0.0.1:{free_port()}"
+    command = [str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--subprocesses", "-f", "raw"]
+    command += ["-r", str(SAMPLES_PER_SECOND), "-o", str(output), "--"]
+    with open(log_path, "wb") as log:
+        spy = subprocess.Popen(  # py-spy from the venv, fixed arguments
+            [*command, sys.executable, "-m", "app.cli", "serve"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    started = time.monotonic()
+    try:
+        while not answers_ready(f"http://127.0.0.1:{port}/ready"):
+            if spy.poll() is not None or time.monotonic() - started > TIMEOUT_SECONDS:
+                raise RuntimeError(f"mintca serve did not become ready:\n{log_path.read_text()}")
+            time.sleep(POLL_SECONDS)
+    finally:
+        for pid in Path(f"/proc/{spy.pid}/task/{spy.pid}/children").read_text().split():
+            os.kill(int(pid), signal.SIGTERM)  # mintca serve; py-spy writes and exits after it
+        spy.wait(timeout=30)
+    return phases(output)
+
+
+def phases(output: Path) -> list[str]:
+    seconds: dict[tuple[str, str], float] = {}
+    for line in output.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        processes = [f for f in frames if f.startswith("process ")]
+        if len(processes) == len(frames):
+            continue  # no Python frame: waiting
+        role = "parent" if len(processes) == 1 else "worker"
+        if "resource_tracker" in processes[-1]:
+            role = "spawn's resource tracker"
+        phase = next((name for key, name in PHASES if key in stack), "other")
+        key = (role, phase)
+        seconds[key] = seconds.get(key, 0.0) + int(count) / SAMPLES_PER_SECOND
+    lines = [
+        f"\npy-spy, 1 worker, exec to the first 200 ({output}): seconds sampled with Python "
+        "running (on a busy machine this counts time waiting for a core too)\n",
+        "| process | phase | s |",
+        "|---|---|---:|",
+    ]
+    for (role, phase), value in sorted(seconds.items(), key=lambda item: -item[1]):
+        lines.append(f"| {role} | {phase} | {value:.2f} |")
+    return lines
+
+
 def base_env(data_dir: Path, workers: int, database_url: str | None) -> dict[str, str]:
     env = {
         **os.environ,
@@ -212,7 +276,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--postgresql", default=None, help="a PostgreSQL URL; none: skip that row")
+    parser.add_argument("--profile", type=Path, help="py-spy raw stacks of one more start here")
     args = parser.parse_args()
+    if args.profile and not (ROOT / ".venv" / "bin" / "py-spy").exists():
+        raise SystemExit("--profile needs py-spy (make venv installs it with the dev tools)")
     for tree in ("app", "migrations"):
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / tree)], check=True)
     lines = []
@@ -236,6 +303,11 @@ def main() -> None:
             env = base_env(tmp / f"empty-{n}", args.workers, None)
             empty.append(one_run(env, args.workers, tmp / "serve.log"))
         lines.append(row("SQLite, empty data dir (serve initialises it)", empty))
+        profiled = (
+            profile(base_env(tmp / "sqlite", 1, None), args.profile, tmp / "spy.log")
+            if args.profile
+            else []
+        )
     load = os.getloadavg()[0]
     print(
         f"\n`mintca serve` -> /ready, {args.workers} workers, median (min-max) of {args.runs} "
@@ -246,7 +318,7 @@ def main() -> None:
         "| RSS / PSS per worker, MB |"
     )
     print("|---|---:|---:|---:|---:|")
-    print("\n".join(lines))
+    print("\n".join(lines + profiled))
 
 
 if __name__ == "__main__":
