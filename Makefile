@@ -5,7 +5,7 @@
 #   make lint    ruff, ruff format --check, mypy --strict, import contracts
 #   make check   lint, then test: what CI runs
 #   make bench   the benchmarks of bench/ (OCSP and enrollment against OpenSSL's responder
-#                and the issue's targets, CRLs, CLI start-up); each prints a table
+#                and the issue's targets, CRLs, CLI start-up, serve -> /ready); each prints a table
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -45,7 +45,7 @@ lint: venv
 check: lint test
 
 # Each script starts what it measures on loopback and stops it; wrk and openssl are needed.
-BENCHES ?= ocsp enroll crl cli
+BENCHES ?= ocsp enroll crl cli ready
 bench: venv
 	@for b in $(BENCHES); do test -f bench/$$b.py || continue; \
 		echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; echo; done

@@ -83,6 +83,11 @@ def init(
 @app.command()
 def serve(data_dir: DataDirOption = None) -> None:
     """Run the public and mtls listeners (initialising an empty data dir first)."""
+    import gc
+
+    # Start-up makes long-lived objects, not garbage: collecting while importing costs about
+    # a tenth of its CPU. app.server.workers.run() turns the collector back on.
+    gc.disable()
     from app.server.multiprocess import prepare_metrics_dir
 
     prepare_metrics_dir()  # first: before anything imports prometheus-client

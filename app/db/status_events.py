@@ -14,9 +14,8 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import ORMExecuteState, Session
@@ -24,6 +23,9 @@ from sqlalchemy.pool import Pool
 
 from app.db.engine import Database
 from app.db.models import CertificateRecord
+
+if TYPE_CHECKING:  # imported where it listens: a SQLite CA never loads the PostgreSQL driver
+    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +136,8 @@ class StatusListener:
         self._thread.join(timeout=2)
 
     def _run(self) -> None:
+        import psycopg  # loaded already: the Database's PostgreSQL engine uses it
+
         reconnecting, failing = False, False
         while not self._stop.is_set():
             try:

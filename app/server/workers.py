@@ -1,13 +1,23 @@
 """Processes: bind both sockets in the parent, then serve in this process or in
-MINTCA_WORKERS children, each with its own Services and database engine."""
+MINTCA_WORKERS children, each with its own Services and database engine.
+
+The children are forked from the parent, which has already imported everything a worker
+runs (about 1 s of CPU and most of a worker's memory): a spawned child would start a new
+interpreter and import it all again, once per worker, on the way to /ready. Nothing that
+belongs to one process crosses the fork: the parent has no thread, no database connection
+(check_keys and the migration disposed theirs), no event loop; each child builds its own
+Services. With a PKCS#11 token the children are spawned instead: a process that inherits a
+module initialised by its parent must not use it (PKCS#11 v2.40 §6.6.1, C_Initialize)."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import signal
 import socket
+import threading
 from types import FrameType
 
 import uvloop
@@ -30,10 +40,17 @@ def run(settings: Settings) -> None:
         "https" if settings.public_tls else "http",
         settings.mtls_bind,
     )
+    # The objects made so far live as long as the process: out of the collector's sight, its
+    # rounds neither scan them nor, in a forked worker, write to (and so copy) their pages.
+    gc.freeze()
+    gc.enable()  # `mintca serve` turned it off while it imported (app.cli.main)
     if settings.workers == 1:
         serve_worker(settings, public_sock, mtls_sock)
         return
-    context = multiprocessing.get_context("spawn")
+    forked = start_method(settings) == "fork"
+    context = (
+        multiprocessing.get_context("fork") if forked else multiprocessing.get_context("spawn")
+    )
     children = [
         context.Process(
             target=serve_worker, args=(settings, public_sock, mtls_sock), name=f"mintca-{n}"
@@ -53,6 +70,14 @@ def run(settings: Settings) -> None:
     for child in children:
         child.join()
         mark_worker_dead(child.pid)
+
+
+def start_method(settings: Settings) -> str:
+    """`fork` unless the parent holds what a child must not inherit: a PKCS#11 module's
+    state, or a thread (a lock it holds would stay locked in the child)."""
+    if settings.pkcs11_module is not None or threading.active_count() > 1:
+        return "spawn"
+    return "fork"
 
 
 def serve_worker(settings: Settings, public_sock: socket.socket, mtls_sock: socket.socket) -> None:

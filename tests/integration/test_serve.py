@@ -185,8 +185,11 @@ def test_two_workers_serve_both_listeners_and_sigterm_stops_all(
     process, server = start_server(initialised_settings, tmp_path / "serve.log", workers=2)
     try:
         family = children(process.pid)
-        workers = [pid for pid, cmdline in family.items() if "spawn_main" in cmdline]
-        assert len(workers) == 2, f"children of {process.pid}: {family}"
+        # Forked from the parent, which imported everything already: a worker runs the
+        # parent's command line, not a new interpreter (multiprocessing's spawn_main).
+        parent = Path(f"/proc/{process.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        workers = [pid for pid, cmdline in family.items() if cmdline == parent]
+        assert len(workers) == 2, f"children of {process.pid} ({parent}): {family}"
 
         # Each worker holds both listening sockets (the parent bound them, the workers serve).
         public_port = int(server.public_url.rsplit(":", 1)[1])

@@ -10,11 +10,8 @@ import socket
 import ssl
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import dns.exception
-import dns.resolver
-import httpx
 
 from app.ca.acme.jws import dns01_txt_value, key_authorization
 from app.ca.acme.tlsalpn import ACME_TLS_ALPN, check_tls_alpn01_certificate, server_name_for
@@ -28,6 +25,11 @@ from app.db.models import (
     AcmeOrderRecord,
 )
 from app.services.acme.telemetry import count_validation_attempt
+
+# dnspython and httpx are imported where a challenge is checked: they weigh 10 MB and 0.1 s
+# on every worker's start-up, and most CAs never validate an ACME challenge.
+if TYPE_CHECKING:
+    import dns.resolver
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class Lookup:
     tlsalpn01_port: int = 443
 
     def _resolver(self) -> dns.resolver.Resolver:
+        import dns.resolver
+
         if self.resolver is None:
             return dns.resolver.Resolver()
         resolver = dns.resolver.Resolver(configure=False)
@@ -78,6 +82,8 @@ class Lookup:
             except OSError as exc:
                 raise ValidationFailedError("dns", f"cannot resolve {name}: {exc}") from exc
             return list(dict.fromkeys(str(info[4][0]) for info in infos))
+        import dns.exception
+
         found: list[str] = []
         for rdtype in ("A", "AAAA"):
             try:
@@ -90,6 +96,8 @@ class Lookup:
         return found
 
     def txt(self, name: str) -> list[str]:
+        import dns.exception
+
         try:
             answer = self._resolver().resolve(name, "TXT", lifetime=TIMEOUT_SECONDS)
         except dns.exception.DNSException as exc:
@@ -104,6 +112,8 @@ def check_http01(lookup: Lookup, name: str, token: str, key_auth: str) -> None:
     Raises:
         ValidationFailedError: connection, unauthorized (wrong content), dns.
     """
+    import httpx
+
     address = lookup.addresses(name)[0]
     host = f"[{address}]" if ":" in address else address
     path = f"/.well-known/acme-challenge/{token}"
