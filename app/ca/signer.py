@@ -62,6 +62,8 @@ class LocalSigner:
     def __init__(self, private_key: PrivateKey) -> None:
         self._key = private_key
         self._hash = hash_for_key(private_key)
+        # Made once: every nonce OCSP answer signs (app.ca.ocsp_template).
+        self._ecdsa = ec.ECDSA(self._hash) if self._hash is not None else None
 
     @property
     def public_key(self) -> PublicKey:
@@ -88,7 +90,8 @@ class LocalSigner:
             return key.sign(data)
         assert self._hash is not None
         if isinstance(key, ec.EllipticCurvePrivateKey):
-            return key.sign(data, ec.ECDSA(self._hash))
+            assert self._ecdsa is not None
+            return key.sign(data, self._ecdsa)
         return key.sign(data, padding.PKCS1v15(), self._hash)
 
 
