@@ -251,3 +251,27 @@ def test_no_worker_answers_good_with_a_nonce_after_the_revocations_200(
             status = response.certificate_status.name
             seen[status] = seen.get(status, 0) + 1
         assert seen == {expected: FRESH_CONNECTIONS}, f"after {reason or 'enrollment'}: {seen}"
+
+
+def test_nonce_answers_over_tls_on_the_public_listener(
+    initialised_settings: Settings, tmp_path: Path
+) -> None:
+    """The protocol path writes to uvicorn's TLS transport as well (MINTCA_PUBLIC_TLS)."""
+    process, tls_server = start_server(
+        initialised_settings, tmp_path / "serve.log", extra_env={"MINTCA_PUBLIC_TLS": "true"}
+    )
+    try:
+        _, leaf, issuing = enroll(tls_server)
+        with tls_server.public_client() as public:
+            for nonce in (b"first over tls", b"second over tls", b"third over tls"):
+                answer = public.post(
+                    "/ocsp",
+                    content=request_der([(leaf, issuing)], extensions=[nonce_extension(nonce)]),
+                    headers={"Content-Type": "application/ocsp-request"},
+                )
+                assert answer.status_code == 200, answer.text
+                response = ocsp.load_der_ocsp_response(answer.content)
+                assert nonce_of(response) == nonce
+                assert response.certificate_status == ocsp.OCSPCertStatus.GOOD
+    finally:
+        stop_server(process)

@@ -264,3 +264,30 @@ def test_the_access_line_is_uvicorns(caplog: pytest.LogCaptureFixture) -> None:
         ], caplog.text
 
     run(test)
+
+
+def test_a_client_that_is_not_reading_waits_in_uvicorns_cycle() -> None:
+    async def test() -> None:
+        answers, app = FakeAnswers(), App()
+        connection = Connection(answers, app)
+        connection.protocol.pause_writing()  # the transport's buffer is full
+        connection.protocol.data_received(post(b"hit"))
+        assert answers.asked == [], "answered past a full write buffer"
+        connection.protocol.resume_writing()
+        written = await connection.send(b"")
+        assert written.endswith(b"app:POST /ocsp 3"), written
+
+    run(test)
+
+
+def test_past_the_concurrency_limit_uvicorn_answers_503() -> None:
+    async def test() -> None:
+        answers, app = FakeAnswers(), App()
+        connection = Connection(answers, app)
+        connection.protocol.limit_concurrency = 1  # this connection alone reaches it
+        written = await connection.send(post(b"hit"))
+        assert written.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), written
+        assert answers.asked == []
+        assert app.bodies == []
+
+    run(test)
