@@ -75,38 +75,43 @@ def _generalized_time(moment: datetime) -> bytes:
 def split_nonce_request(der: bytes) -> tuple[bytes, bytes] | None:
     """(the nonce-less twin of the request, the nonce extension's extnValue as sent) when
     `der` is exactly SEQUENCE { SEQUENCE { requestList, [2] { one nonce extension } } };
-    None for any other shape, which the full codec then judges."""
+    None for any other shape, which the full codec then judges. One pass over the nested
+    elements, each of which must end exactly where its parent does (it runs per request)."""
+    size = len(der)
     try:
-        outer = _children(der, 0, len(der))
-        if len(outer) != 1 or outer[0][0] != _SEQUENCE:
+        tag, start, end = _tlv(der, 0, size)  # OCSPRequest; no optionalSignature
+        if tag != _SEQUENCE or end != size:
             return None
-        tbs = _children(der, outer[0][2], outer[0][3])
-        if len(tbs) != 1 or tbs[0][0] != _SEQUENCE:
+        tag, start, end = _tlv(der, start, end)  # TBSRequest
+        if tag != _SEQUENCE or end != size:
             return None
-        fields = _children(der, tbs[0][2], tbs[0][3])
-        if [f[0] for f in fields] != [_SEQUENCE, _REQUEST_EXTENSIONS]:
+        tag, _, list_end = _tlv(der, start, end)  # requestList; no version, no requestorName
+        if tag != _SEQUENCE:
             return None
-        request_list = der[fields[0][1] : fields[0][3]]
-        extensions = _children(der, fields[1][2], fields[1][3])
-        if len(extensions) != 1 or extensions[0][0] != _SEQUENCE:
+        request_list = der[start:list_end]
+        tag, start, end = _tlv(der, list_end, size)  # [2] requestExtensions, the last field
+        if tag != _REQUEST_EXTENSIONS or end != size:
             return None
-        extension = _children(der, extensions[0][2], extensions[0][3])
-        if len(extension) != 1 or extension[0][0] != _SEQUENCE:
+        tag, start, end = _tlv(der, start, end)  # Extensions: exactly one Extension
+        if tag != _SEQUENCE or end != size:
             return None
-        parts = _children(der, extension[0][2], extension[0][3])
-        if len(parts) != 2 or der[parts[0][1] : parts[0][3]] != _NONCE_OID_TLV:
+        tag, start, end = _tlv(der, start, end)  # Extension: extnID, extnValue (no critical)
+        if tag != _SEQUENCE or end != size:
             return None
-        if parts[1][0] != _OCTET_STRING:
+        oid_end = start + len(_NONCE_OID_TLV)
+        if der[start:oid_end] != _NONCE_OID_TLV:
             return None
-        extn_value = der[parts[1][2] : parts[1][3]]
-        nonce = _children(extn_value, 0, len(extn_value))
-        if len(nonce) != 1 or nonce[0][0] != _OCTET_STRING:
+        tag, start, end = _tlv(der, oid_end, size)  # extnValue
+        if tag != _OCTET_STRING or end != size:
             return None
-        if not 1 <= nonce[0][3] - nonce[0][2] <= _MAX_NONCE_OCTETS:
+        tag, nonce_start, nonce_end = _tlv(der, start, end)  # the nonce OCTET STRING
+        if tag != _OCTET_STRING or nonce_end != size:
             return None
     except ValueError:
         return None
-    return _encode(_SEQUENCE, _encode(_SEQUENCE, request_list)), extn_value
+    if not 1 <= nonce_end - nonce_start <= _MAX_NONCE_OCTETS:
+        return None
+    return _encode(_SEQUENCE, _encode(_SEQUENCE, request_list)), der[start:end]
 
 
 @dataclass(frozen=True)

@@ -64,9 +64,12 @@ class LimitedHttpToolsProtocol(PeerCertHttpToolsProtocol):
             self._arm_timer()
 
     def on_headers_complete(self) -> None:
+        self._time_body()
+        super().on_headers_complete()
+
+    def _time_body(self) -> None:
         self._in_head = False
         self._arm_timer()  # now for the body (at most 64 KiB, refused above that)
-        super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._cancel_timer()

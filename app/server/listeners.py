@@ -17,6 +17,7 @@ from typing import Any
 import uvicorn
 
 from app.api.apps import create_mtls_app, create_public_asgi
+from app.api.ocsp_fast import OCSPFastAnswers
 from app.ca.issuance import pem_bundle
 from app.config import Settings, parse_bind
 from app.server.background import report_failed_round
@@ -27,6 +28,7 @@ from app.server.limits import (
     limited_protocol,
 )
 from app.server.live_tls import LiveTLS, watch_forever
+from app.server.ocsp_protocol import ocsp_protocol
 from app.services.container import Services
 
 log = logging.getLogger(__name__)
@@ -89,8 +91,15 @@ def server_configs(
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
         "limit_concurrency": MAX_CONCURRENCY,
     }
+    # The public listener answers OCSP from the cache in its protocol, before uvicorn's
+    # request cycle (app.server.ocsp_protocol).
+    public_http = ocsp_protocol(
+        settings.header_timeout.total_seconds(), OCSPFastAnswers(services.ocsp, services.clock)
+    )
     public = uvicorn.Config(
-        create_public_asgi(services), **common, **(tls_files if settings.public_tls else {})
+        create_public_asgi(services),
+        **{**common, "http": public_http},
+        **(tls_files if settings.public_tls else {}),
     )
     mtls = uvicorn.Config(
         create_mtls_app(services),

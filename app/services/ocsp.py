@@ -109,17 +109,22 @@ class OCSPService:
         """The fast path: the pre-signed answer to these exact request bytes, or for a request
         that only adds a nonce to them, that answer signed afresh with the nonce; no ASN.1
         parsing, no database. None when the full path (`respond`) must answer."""
-        entry = self._fresh(request_der)
-        if entry is not None:
+        generation = self._signal.value()
+        if generation != self._generation:
+            self._flush(generation)
+            return None
+        now = self._clock.now()  # one reading for both lookups and producedAt
+        entry = self._cache.get(request_der)
+        if entry is not None and now < entry.refresh_after:
             answer = entry.answer
         else:
             twin = split_nonce_request(request_der)
             if twin is None:
                 return None
-            entry = self._fresh(twin[0])
-            if entry is None or entry.template is None:
+            entry = self._cache.get(twin[0])
+            if entry is None or now >= entry.refresh_after or entry.template is None:
                 return None
-            answer = self._with_nonce(entry, twin[1])
+            answer = self._with_nonce(entry, twin[1], now)
         count_ocsp_answer(answer.statuses)  # /metrics, on the fast path too
         return answer
 
@@ -198,12 +203,12 @@ class OCSPService:
         if twin is None or entry is None or entry.template is None:
             return None
         if entry.answer.next_update and now < entry.answer.next_update:
-            return self._with_nonce(entry, twin[1])
+            return self._with_nonce(entry, twin[1], now)
         return None
 
-    def _with_nonce(self, entry: _Cached, nonce_extn_value: bytes) -> OCSPAnswer:
+    def _with_nonce(self, entry: _Cached, nonce_extn_value: bytes, now: datetime) -> OCSPAnswer:
         assert entry.template is not None
-        produced_at = self._clock.now().replace(microsecond=0)  # the same key within a second
+        produced_at = now.replace(microsecond=0)  # the same key within a second
         der = entry.template.sign_with_nonce(produced_at, nonce_extn_value)
         answer = entry.answer
         return OCSPAnswer(der, answer.this_update, answer.next_update, statuses=answer.statuses)

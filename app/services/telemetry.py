@@ -47,7 +47,14 @@ def multiprocess_dir() -> str | None:
 def count_ocsp_answer(statuses: Sequence[str]) -> None:
     """Count one OCSP answer: the certificate statuses it carries (one per CertID) or its one
     error status. An answer about several certificates counts once, under the gravest."""
-    OCSP_RESPONSES.labels(max(statuses, key=_gravity, default="successful")).inc()
+    gravest = max(statuses, key=_gravity, default="successful")
+    counter = _ocsp_counters.get(gravest)
+    if counter is None:  # the labelled child, looked up once (this runs per OCSP answer)
+        counter = _ocsp_counters[gravest] = OCSP_RESPONSES.labels(gravest)
+    counter.inc()
+
+
+_ocsp_counters: dict[str, Counter] = {}
 
 
 def _gravity(status: str) -> int:

@@ -71,10 +71,25 @@ def _with_two_extensions() -> bytes:
     return _tlv(0x30, _tlv(0x30, request_list + extensions))
 
 
+def _reshaped(*, before: bytes = b"", signature: bytes = b"") -> bytes:
+    """The nonce request with TBSRequest fields put before its requestList (version,
+    requestorName) or an optionalSignature after it."""
+    parsed = asn1_ocsp.OCSPRequest.load(_request(nonce=b"n"))
+    tbs = parsed["tbs_request"]
+    fields = tbs["request_list"].dump() + tbs["request_extensions"].dump()
+    return _tlv(0x30, _tlv(0x30, before + fields) + signature)
+
+
 @pytest.mark.parametrize(
     "der",
     [
         pytest.param(_request(), id="no nonce"),
+        pytest.param(_reshaped(before=_tlv(0xA0, b"\x02\x01\x00")), id="explicit version"),
+        pytest.param(_reshaped(before=_tlv(0xA1, _tlv(0xA4, b"\x30\x00"))), id="requestorName"),
+        pytest.param(
+            _reshaped(signature=_tlv(0xA0, _tlv(0x30, _tlv(0x30, b"") + b"\x03\x01\x00"))),
+            id="signed request",
+        ),
         pytest.param(_request(nonce=b"n", critical=True), id="critical nonce (BOOLEAN present)"),
         pytest.param(_request(nonce=b"n") + b"\x00", id="trailing byte"),
         pytest.param(_request(nonce=b"x" * 129), id="nonce of 129 octets"),
@@ -111,6 +126,10 @@ def test_a_resigned_answer_is_what_the_codec_builds_with_that_nonce() -> None:
     KEY.public_key().verify(
         response.signature, response.tbs_response_bytes, ec.ECDSA(hashes.SHA256())
     )
+
+
+def test_the_reshaping_helper_alone_keeps_the_shape() -> None:
+    assert split_nonce_request(_reshaped()) == split_nonce_request(_request(nonce=b"n"))
 
 
 def test_the_two_extension_case_is_a_valid_nonce_request() -> None:
