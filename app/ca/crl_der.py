@@ -285,6 +285,8 @@ def serial_keys(run: bytes) -> list[bytes]:
             break
         append(run[at + 4 : at + 4 + run[at + 3]])
         at += 2 + length
+    if at > size:
+        raise ValueError("truncated CRL entry at the end")
     return keys
 
 
