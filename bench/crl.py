@@ -387,7 +387,7 @@ def main() -> None:
                     f"full CRL at {size:,} by a fresh process, from the stored parts",
                     f"{result['parts']:.2f} s wall, {result['parts_cpu']:.2f} s CPU;"
                     f" peak RSS {result['rss_parts']:.0f} MB",
-                    "≤ 2 s, ≤ 500 MB",
+                    target,
                 )
             )
             rows.append(
@@ -395,7 +395,7 @@ def main() -> None:
                     f"… then one more revocation at {size:,}",
                     f"{result['revoke2']:.2f} s wall, {result['revoke2_cpu']:.2f} s CPU;"
                     f" peak RSS {result['rss_parts_peak']:.0f} MB",
-                    "≤ 0.5 s",
+                    "≤ 0.5 s" if target else "",
                 )
             )
             rows.append(
