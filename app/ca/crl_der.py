@@ -7,7 +7,7 @@ The bytes are those cryptography's builder writes for the same inputs (tests com
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
 from asn1crypto import algos as asn1_algos
@@ -192,22 +192,112 @@ def build_tbs_cert_list(
     extensions: Iterable[x509.Extension[x509.ExtensionType]],
 ) -> bytes:
     """TBSCertList (§5.1.2) around pre-encoded entries; the revokedCertificates field is
-    absent when there are none (§5.1.2.6). The entries are copied once, straight into the
-    result (a million entries are ~50 MB; every copy counts)."""
-    revoked_size = sum(map(len, entries))
-    parts = [
-        _VERSION_2,
-        encode_algorithm_identifier(signature_algorithm_oid),
-        issuer.public_bytes(),
-        encode_time(this_update),
-        encode_time(next_update),
-    ]
+    absent when there are none (§5.1.2.6)."""
+    return b"".join(
+        tbs_cert_list_parts(
+            issuer=issuer,
+            signature_algorithm_oid=signature_algorithm_oid,
+            this_update=this_update,
+            next_update=next_update,
+            revoked=[b"".join(entries)],
+            extensions=extensions,
+        )
+    )
+
+
+def tbs_cert_list_parts(
+    *,
+    issuer: x509.Name,
+    signature_algorithm_oid: str,
+    this_update: datetime,
+    next_update: datetime,
+    revoked: Sequence[bytes],
+    extensions: Iterable[x509.Extension[x509.ExtensionType]],
+) -> list[bytes]:
+    """The TBSCertList as [everything before the entries, *revoked, everything after]:
+    `revoked` are runs of joined entries (~50 MB for a million), passed on uncopied so the
+    caller hashes and stores them as they are. No entries: no revokedCertificates field at
+    all (§5.1.2.6)."""
+    inner = b"".join(
+        (
+            _VERSION_2,
+            encode_algorithm_identifier(signature_algorithm_oid),
+            issuer.public_bytes(),
+            encode_time(this_update),
+            encode_time(next_update),
+        )
+    )
     tail = encode_crl_extensions(extensions)
-    if not revoked_size:
-        return tlv(0x30, b"".join(parts) + tail)
-    inner = b"".join(parts) + header(0x30, revoked_size)
-    size = len(inner) + revoked_size + len(tail)
-    return b"".join((header(0x30, size), inner, *entries, tail))
+    size = sum(map(len, revoked))
+    if size:
+        inner += header(0x30, size)
+    total = len(inner) + size + len(tail)
+    return [header(0x30, total) + inner, *(run for run in revoked if run), tail]
+
+
+def certificate_list_parts(
+    tbs_parts: list[bytes], signature_algorithm_oid: str, signature: bytes
+) -> list[bytes]:
+    """CertificateList ::= SEQUENCE { tbsCertList, signatureAlgorithm, signatureValue }, as
+    parts to join (the TBSCertList's own parts are not copied here)."""
+    tail = encode_algorithm_identifier(signature_algorithm_oid) + tlv(0x03, b"\x00" + signature)
+    size = sum(len(part) for part in tbs_parts) + len(tail)
+    return [header(0x30, size), *tbs_parts, tail]
+
+
+def serial_key(serial_hex: str) -> bytes:
+    """The contents of an entry's serial INTEGER (X.690 §8.3: minimal two's complement, a
+    leading zero octet when the high bit is set), as `encode_revoked_entry` writes it."""
+    number = int(serial_hex, 16)
+    return number.to_bytes((number.bit_length() + 8) // 8, "big")
+
+
+def entry_spans(run: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(start, end, serial_key) of each revokedCertificates element in `run`, joined entries
+    as this module writes them (definite lengths, serial first).
+
+    Raises:
+        ValueError: `run` is not a run of such entries."""
+    at, size = 0, len(run)
+    while at < size:
+        start = at
+        if run[at] != 0x30:
+            raise ValueError(f"no CRL entry at offset {at}")
+        body, length = _length(run, at + 1)
+        end = body + length
+        if end > size or run[body] != 0x02:
+            raise ValueError(f"truncated CRL entry at offset {start}")
+        serial_at, serial_size = _length(run, body + 1)
+        yield start, end, run[serial_at : serial_at + serial_size]
+        at = end
+
+
+def serial_keys(run: bytes) -> list[bytes]:
+    """The serial keys of every entry in `run` (the loop of `entry_spans`, inlined for the
+    short lengths every MintCA entry has: a million entries are read at start-up)."""
+    keys: list[bytes] = []
+    at, size = 0, len(run)
+    append = keys.append
+    while at < size:
+        length = run[at + 1]
+        if length & 0x80 or run[at + 3] & 0x80 or run[at] != 0x30 or run[at + 2] != 0x02:
+            keys.extend(key for _, _, key in entry_spans(run[at:]))
+            break
+        append(run[at + 4 : at + 4 + run[at + 3]])
+        at += 2 + length
+    if at > size:
+        raise ValueError("truncated CRL entry at the end")
+    return keys
+
+
+def _length(run: bytes, at: int) -> tuple[int, int]:
+    """(where the contents start, their length) from the length octets at `at` (X.690
+    §8.1.3)."""
+    first = run[at]
+    if first < 0x80:
+        return at + 1, first
+    count = first & 0x7F
+    return at + 1 + count, int.from_bytes(run[at + 1 : at + 1 + count], "big")
 
 
 def _sequence_of_parts(*parts: bytes) -> bytes:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from app.db.models import CRLRecord
+from app.db.models import CRLPartRecord, CRLRecord
 
 
 def latest(session: Session, ca_id: str, *, delta: bool) -> CRLRecord | None:
@@ -69,7 +70,7 @@ def clear_superseded_der(session: Session, ca_id: str, number: int) -> None:
             CRLRecord.number < number,
             func.length(CRLRecord.der) > 0,
         )
-        .values(der=b"")
+        .values(der=b"", parts=None, entries_at=None, size=None)
     )
 
 
@@ -81,3 +82,65 @@ def latest_next_update(session: Session, ca_id: str) -> datetime | None:
         .order_by(CRLRecord.number.desc())
         .limit(1)
     )
+
+
+# --- a full CRL stored in parts (crl_parts) -------------------------------------------------
+
+
+class FullLayout(NamedTuple):
+    """The latest full CRL of a CA without its DER: what its entries are stored as."""
+
+    number: int
+    this_update: datetime
+    part_ids: list[int] | None  # None: stored whole, not in parts
+
+
+def part_ids(parts: str | None) -> list[int] | None:
+    return None if parts is None else [int(i) for i in parts.split(",") if i]
+
+
+def latest_full_layout(session: Session, ca_id: str) -> FullLayout | None:
+    row = session.execute(
+        select(CRLRecord.number, CRLRecord.this_update, CRLRecord.parts)
+        .where(CRLRecord.ca_id == ca_id, CRLRecord.is_delta.is_(False))
+        .order_by(CRLRecord.number.desc())
+        .limit(1)
+    ).one_or_none()
+    return None if row is None else FullLayout(int(row[0]), row[1], part_ids(row[2]))
+
+
+def part_ders(session: Session, ids: list[int]) -> dict[int, bytes]:
+    """id -> DER of those of the parts `ids` that exist."""
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(CRLPartRecord.id, CRLPartRecord.der).where(CRLPartRecord.id.in_(ids))
+    )
+    return {int(i): bytes(der) for i, der in rows}
+
+
+def add_part(session: Session, ca_id: str, der: bytes) -> int:
+    query = insert(CRLPartRecord).values(ca_id=ca_id, der=der).returning(CRLPartRecord.id)
+    return int(session.execute(query).scalar_one())
+
+
+def delete_parts_except(session: Session, ca_id: str, keep: list[int]) -> None:
+    """Delete the CA's parts that the full CRL being published does not use."""
+    query = delete(CRLPartRecord).where(CRLPartRecord.ca_id == ca_id)
+    if keep:
+        query = query.where(CRLPartRecord.id.not_in(keep))
+    session.execute(query)
+
+
+def whole_der(session: Session, row: CRLRecord) -> list[bytes] | None:
+    """The CRL of `row` as pieces to join: its DER alone, or with its parts put in. None when
+    a part is gone: a later publication replaced it after `row` was read (under PostgreSQL's
+    READ COMMITTED each statement sees the latest commit), so read the row again."""
+    ids = part_ids(row.parts)
+    if ids is None or row.entries_at is None:
+        return [row.der]
+    ders = part_ders(session, ids)
+    if len(ders) != len(set(ids)):
+        return None
+    at = row.entries_at
+    return [row.der[:at], *(ders[i] for i in ids), row.der[at:]]

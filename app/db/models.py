@@ -142,6 +142,24 @@ class CRLRecord(Base):
     # b"" once superseded: only the latest full and delta CRL are served; an older full CRL
     # stays as a row only while a delta may name it as its base (app.services.crls).
     der: Mapped[bytes] = mapped_column(LargeBinary)
+    # A full CRL stored in parts (migration 0015): `der` is the CRL without its entries, which
+    # are the crl_parts rows listed in `parts` (ids, comma-separated, in order) put in at
+    # offset `entries_at`; `size` is the whole CRL's length. NULL: `der` is the whole CRL.
+    parts: Mapped[str | None] = mapped_column(Text, default=None)
+    entries_at: Mapped[int | None] = mapped_column(default=None)
+    size: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+
+class CRLPartRecord(Base):
+    """A run of a full CRL's entries, DER joined (~256 KiB), never changed once written: a
+    publication writes the parts that changed as new rows, so a million-entry CRL after one
+    revocation stores one part, not 50 MB (app.services.crl_entries)."""
+
+    __tablename__ = "crl_parts"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    ca_id: Mapped[str] = mapped_column(ForeignKey("cas.id"), index=True)
+    der: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class ResponderRecord(Base):

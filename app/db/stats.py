@@ -94,7 +94,7 @@ def latest_full_crls(session: Session) -> list[LatestCRL]:
             CRLRecord.number,
             CRLRecord.this_update,
             CRLRecord.next_update,
-            func.length(CRLRecord.der),
+            func.coalesce(CRLRecord.size, func.length(CRLRecord.der)),
         ).join(
             newest,
             and_(

@@ -1,13 +1,16 @@
-"""The full CRL's entries, DER-encoded once and kept between publications, per CA.
+"""The full CRL's entries: DER-encoded once, kept between publications, stored in parts.
 
-A publication runs under the CA row's lock. It brings the kept entries up to date with what
-the database says changed since they were last brought up to date (`status_crl_number` above
-the kept mark, by any process) and drops the certificates that expired past the cut-off, so
-republishing a CRL of a million entries after one revocation encodes one entry, not a million.
+A CA's latest full CRL keeps its entries in `crl_parts` rows: runs of joined entry DER of
+about PART_BYTES each, never changed once written, listed in order by the CRL row. A
+publication runs under the CA row's lock. It takes the parts of the latest full CRL (those
+this process keeps, reading only the ones it lacks: written by another process), applies what
+changed since that CRL (`status_crl_number` above its number, by any process) and what
+expired, and stores only the parts that changed. After one revocation that is the last part
+with one entry more: a million-entry CRL (50 MB) is hashed again, but not copied or stored.
 
 The kept state follows the database, never a transaction that did not commit: a publication
 checks the state out, and it comes back only when its transaction commits (a rollback drops
-it, and the next publication rebuilds it from the database).
+it, and the next publication reads the parts again).
 """
 
 from __future__ import annotations
@@ -15,12 +18,21 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from app.ca.crl_der import REASON_BY_NAME, encode_revoked_entry
+from app.ca.crl_der import (
+    REASON_BY_NAME,
+    encode_revoked_entry,
+    entry_spans,
+    header,
+    serial_key,
+    serial_keys,
+)
 from app.db import certificates as certificate_queries
+from app.db import crls as crl_queries
+from app.db.crls import FullLayout
 from app.db.engine import when_transaction_ends
 
 log = logging.getLogger(__name__)
@@ -28,6 +40,12 @@ log = logging.getLogger(__name__)
 # How long a publication waits for another thread of this process that holds the same CA's
 # entries (it holds the CA row's lock, so the wait is that publication's own length).
 CHECKOUT_TIMEOUT_SECONDS = 120.0
+# A part is closed at this size: a publication rewrites at most one part per change (a few
+# milliseconds of I/O), and a million entries make ~200 parts.
+PART_BYTES = 256 * 1024
+# Entries cut out one by one (each a search through the parts: ~20 ms at a million) before
+# one pass over every entry costs less.
+MAX_CUTS = 16
 
 
 def encode_entry(
@@ -40,14 +58,40 @@ def encode_entry(
 
 
 @dataclass
+class _Part:
+    id: int | None  # its crl_parts row; None once changed, until stored again
+    der: bytes
+
+
+def _without(der: bytes, spans: list[tuple[int, int]]) -> bytes:
+    """`der` with the byte ranges `spans` (in order, not overlapping) left out."""
+    pieces, at = [], 0
+    for start, end in spans:
+        pieces.append(der[at:start])
+        at = end
+    pieces.append(der[at:])
+    return b"".join(pieces)
+
+
+@dataclass
 class _Entries:
-    as_of: int  # every status change with status_crl_number <= as_of is in `ders`
+    as_of: int  # the full CRL whose entries `parts` hold: every change up to that number
     cutoff: datetime  # certificates with notAfter <= cutoff have been dropped
-    ders: dict[str, bytes]  # serial -> entry DER, in a stable order
+    parts: list[_Part]
+    # Serial keys (crl_der.serial_key) of every entry in `parts`; may hold a few more
+    # (entries another process removed from a part read again): never fewer. A dict of bytes
+    # to None, not a set: the garbage collector does not track it (a set of a million keys
+    # cost 0.15 s in every full collection).
+    listed: dict[bytes, None]
     # Every status change with status_crl_number > changes_floor: serial -> (that number,
     # entry DER or None once released); the delta CRL's source. None until a delta asks.
     changes_floor: int | None = None
     changes: dict[str, tuple[int, bytes | None]] = field(default_factory=dict)
+
+    def runs(self) -> list[bytes]:
+        """The entries as runs of DER to join, for revokedCertificates (in no order: RFC
+        5280 §5.1.2.6 gives them none)."""
+        return [part.der for part in self.parts if part.der]
 
     def changed_since(
         self, session: Session, ca_id: str, base: int
@@ -66,66 +110,170 @@ class _Entries:
         self.changes_floor = base
         return [(serial, entry) for serial, (_number, entry) in self.changes.items()]
 
+    def cut(self, keys: set[bytes]) -> None:
+        """Remove the entries of the serial keys `keys` (those not listed are skipped)."""
+        keys = {key for key in keys if key in self.listed}
+        if len(keys) <= MAX_CUTS:
+            for key in keys:
+                self._cut_one(key)
+        else:
+            self._cut_all(keys)
+        for key in keys:
+            del self.listed[key]
+
+    def _cut_one(self, key: bytes) -> None:
+        needle = header(0x02, len(key)) + key  # the entry's serial INTEGER
+        for part in self.parts:
+            if needle not in part.der:
+                continue
+            spans = [(s, e) for s, e, found in entry_spans(part.der) if found == key]
+            if spans:
+                part.der, part.id = _without(part.der, spans), None
+                return
+
+    def _cut_all(self, keys: set[bytes]) -> None:
+        for part in self.parts:
+            spans = [(s, e) for s, e, found in entry_spans(part.der) if found in keys]
+            if spans:
+                part.der, part.id = _without(part.der, spans), None
+
+    def append(self, key: bytes, entry: bytes) -> None:
+        """List a new entry, at the end of the last part (a new one once that is full)."""
+        if not self.parts or len(self.parts[-1].der) >= PART_BYTES:
+            self.parts.append(_Part(None, b""))
+        last = self.parts[-1]
+        last.der, last.id = last.der + entry, None
+        self.listed[key] = None
+
 
 class CRLEntries:
     """Kept entries of every CA this process publishes for."""
 
-    def __init__(self) -> None:
+    def __init__(self, validity: timedelta) -> None:
+        self._validity = validity
         self._cond = threading.Condition()
         self._kept: dict[str, _Entries] = {}
         self._out: set[str] = set()
 
     def current(self, session: Session, ca_id: str, *, number: int, cutoff: datetime) -> _Entries:
-        """The entries of the full CRL `number` (`.ders.values()`: certificates with notAfter
-        after `cutoff`) and of its delta (`.changed_since(...)`), read in the caller's
-        transaction, which holds the CA row's lock and has flushed its own status changes
-        (they carry status_crl_number = `number`)."""
-        entries = self._checkout(ca_id)
-        if entries is None or cutoff < entries.cutoff:
-            entries = self._load(session, ca_id, number=number, cutoff=cutoff)
-        else:
-            self._catch_up(session, ca_id, entries, number=number, cutoff=cutoff)
-        kept = entries
-        when_transaction_ends(session, lambda committed: self._checkin(ca_id, kept, committed))
-        return kept
+        """The entries of the full CRL `number` (`.runs()`: certificates with notAfter after
+        `cutoff`) and of its delta (`.changed_since(...)`), read in the caller's transaction,
+        which holds the CA row's lock and has flushed its own status changes (they carry
+        status_crl_number = `number`). Call `store` before the CRL row is written."""
+        kept = self._checkout(ca_id)
+        made: list[_Entries] = []
+        when_transaction_ends(
+            session, lambda committed: self._checkin(ca_id, made[0] if committed else None)
+        )
+        entries = self._up_to_date(session, ca_id, kept, number=number, cutoff=cutoff)
+        made.append(entries)
+        return entries
+
+    @staticmethod
+    def store(session: Session, ca_id: str, entries: _Entries) -> list[int]:
+        """Write the parts that changed, delete those no longer used; the part ids in order."""
+        entries.parts = [part for part in entries.parts if part.der]
+        ids = []
+        for part in entries.parts:
+            if part.id is None:
+                part.id = crl_queries.add_part(session, ca_id, part.der)
+            ids.append(part.id)
+        crl_queries.delete_parts_except(session, ca_id, ids)
+        return ids
 
     def _checkout(self, ca_id: str) -> _Entries | None:
         with self._cond:
             if not self._cond.wait_for(lambda: ca_id not in self._out, CHECKOUT_TIMEOUT_SECONDS):
-                log.warning("CRL entries of CA %s still checked out; rebuilding", ca_id)
+                log.warning("CRL entries of CA %s still checked out; reading them again", ca_id)
             self._out.add(ca_id)
             return self._kept.pop(ca_id, None)
 
-    def _checkin(self, ca_id: str, entries: _Entries, committed: bool) -> None:
+    def _checkin(self, ca_id: str, entries: _Entries | None) -> None:
         with self._cond:
             self._out.discard(ca_id)
-            if committed:
+            if entries is not None:
                 self._kept[ca_id] = entries
             self._cond.notify_all()
 
+    def _up_to_date(
+        self,
+        session: Session,
+        ca_id: str,
+        kept: _Entries | None,
+        *,
+        number: int,
+        cutoff: datetime,
+    ) -> _Entries:
+        layout = crl_queries.latest_full_layout(session, ca_id)
+        entries = None
+        if layout is not None and layout.part_ids is not None:
+            entries = self._adopt(session, kept, layout)
+        if entries is None or cutoff < entries.cutoff:
+            # No parts yet (a CA's first CRL, or one stored whole before migration 0015), or
+            # the clock went back: every entry from the certificates table.
+            return self._load(session, ca_id, number=number, cutoff=cutoff)
+        self._catch_up(session, ca_id, entries, number=number, cutoff=cutoff)
+        return entries
+
+    def _adopt(
+        self, session: Session, kept: _Entries | None, layout: FullLayout
+    ) -> _Entries | None:
+        """The entries of the latest full CRL: the kept ones when this process published it,
+        else the kept parts it still uses and the others read (and their serials listed).
+        None when a part is missing."""
+        ids = layout.part_ids or []
+        if kept is not None and kept.as_of == layout.number and [p.id for p in kept.parts] == ids:
+            return kept
+        cached = {p.id: p for p in kept.parts if p.id is not None} if kept is not None else {}
+        missing = [i for i in ids if i not in cached]
+        fetched = crl_queries.part_ders(session, missing)
+        if len(fetched) != len(set(missing)):
+            log.warning("CRL parts missing for CRL %s; reading every entry again", layout.number)
+            return None
+        listed = kept.listed if kept is not None else {}
+        for der in fetched.values():
+            listed.update(dict.fromkeys(serial_keys(der)))
+        parts = [cached[i] if i in cached else _Part(i, fetched[i]) for i in ids]
+        # The cutoff that CRL used: its thisUpdate less one validity (see CRLService.publish).
+        cutoff = layout.this_update - self._validity
+        return _Entries(as_of=layout.number, cutoff=cutoff, parts=parts, listed=listed)
+
     @staticmethod
     def _load(session: Session, ca_id: str, *, number: int, cutoff: datetime) -> _Entries:
-        ders = dict(certificate_queries.stream_crl_entries(session, ca_id, cutoff))
-        return _Entries(as_of=number, cutoff=cutoff, ders=ders)
+        """Every entry from the certificates table, in parts of about PART_BYTES (cut by
+        count from the first entry's size: entries hardly vary)."""
+        parts: list[_Part] = []
+        listed: dict[bytes, None] = {}
+        for batch in certificate_queries.crl_entry_batches(session, ca_id, cutoff):
+            step = max(1, PART_BYTES // len(batch[0]))
+            for at in range(0, len(batch), step):
+                der = b"".join(batch[at : at + step])
+                listed.update(dict.fromkeys(serial_keys(der)))
+                parts.append(_Part(None, der))
+        return _Entries(as_of=number, cutoff=cutoff, parts=parts, listed=listed)
 
     @staticmethod
     def _catch_up(
         session: Session, ca_id: str, entries: _Entries, *, number: int, cutoff: datetime
     ) -> None:
-        ders = entries.ders
+        cuts: set[bytes] = set()
+        adds: dict[bytes, bytes] = {}
         changes = certificate_queries.status_changes_since(session, ca_id, entries.as_of)
         for serial, entry, not_after, changed_in in changes:
+            key = serial_key(serial)
+            if key in entries.listed:
+                cuts.add(key)  # released, or listed anew (a hold moved to a final reason)
             if entry is not None and not_after > cutoff:
-                ders[serial] = entry
-            else:
-                ders.pop(serial, None)
+                adds[key] = entry
             if entries.changes_floor is not None:
                 entries.changes[serial] = (changed_in, entry)
         if cutoff > entries.cutoff:
             expired = certificate_queries.revoked_expiring_between(
                 session, ca_id, entries.cutoff, cutoff
             )
-            for serial in expired:
-                ders.pop(serial, None)
+            cuts.update(serial_key(serial) for serial in expired)
+        entries.cut(cuts)
+        for key, entry in adds.items():
+            entries.append(key, entry)
         entries.as_of = number
         entries.cutoff = cutoff

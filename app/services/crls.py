@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from cryptography import x509
 from sqlalchemy.orm import Session
@@ -13,18 +13,19 @@ from sqlalchemy.orm import Session
 from app.ca.crl import crl_extensions
 from app.ca.crl_der import (
     REASON_BY_NAME,
-    build_certificate_list,
-    build_tbs_cert_list,
+    certificate_list_parts,
     encode_revoked_entry,
+    tbs_cert_list_parts,
 )
 from app.ca.issuance import Endpoints
+from app.ca.signer import sign_parts
 from app.clock import Clock
 from app.db import crls as crl_queries
 from app.db.cas import lock_ca
 from app.db.crls import BaseRow
 from app.db.engine import Database
 from app.db.models import CRLRecord
-from app.errors import NotFoundError
+from app.errors import NotFoundError, ServiceUnavailableError
 from app.services.crl_entries import CRLEntries
 from app.services.keyring import Authority, Keyring
 
@@ -33,6 +34,9 @@ __all__ = ["REASON_BY_NAME", "CRLService", "PublishedCRL"]
 log = logging.getLogger(__name__)
 # Superseded full CRLs kept as possible delta bases: at most one per validity/BASE_SLOTS.
 BASE_SLOTS = 24
+# A full CRL read while a publication replaces its parts is read again (PostgreSQL's READ
+# COMMITTED shows each statement the latest commit); each publication takes milliseconds.
+READ_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,15 @@ class PublishedCRL:
     delta_base: int | None
     this_update: datetime
     next_update: datetime
-    der: bytes
+    pieces: tuple[bytes, ...]  # the DER, in pieces (a full CRL's parts are not joined)
+
+    @cached_property
+    def der(self) -> bytes:
+        return self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
+
+    @property
+    def size(self) -> int:
+        return sum(map(len, self.pieces))
 
 
 def bases_to_drop(rows: list[BaseRow], *, now: datetime, slot: timedelta) -> list[int]:
@@ -75,7 +87,7 @@ class CRLService:
         self._keyring = keyring
         self._endpoints = endpoints
         self.validity = validity
-        self._entries = CRLEntries()
+        self._entries = CRLEntries(validity)
 
     def reserve_number(self, session: Session, ca_id: str) -> int:
         """Lock the CA row and take the number the next full CRL will carry. Call first in a
@@ -95,27 +107,19 @@ class CRLService:
         next_update = now + self.validity
         session.flush()
 
-        def store(entries: Collection[bytes], *, delta_base: int | None = None) -> bytes:
-            der = self._sign(authority, number, now, next_update, entries, delta_base)
-            session.add(
-                CRLRecord(
-                    ca_id=ca_id,
-                    number=number,
-                    is_delta=delta_base is not None,
-                    delta_base=delta_base,
-                    this_update=now,
-                    next_update=next_update,
-                    der=der,
-                )
-            )
-            session.flush()
-            return der
-
         # RFC 5280 §3.3: an entry stays until a regularly scheduled CRL issued after notAfter
         # has listed it; republication comes within half a validity, so keep one validity.
         cutoff = now - self.validity
         entries = self._entries.current(session, ca_id, number=number, cutoff=cutoff)
-        full_der = store(entries.ders.values())
+        part_ids = self._entries.store(session, ca_id, entries)
+        full = self._sign(authority, number, now, next_update, entries.runs(), None)
+        # Stored without its entries, which are the parts just stored (crl_queries.whole_der).
+        head, foot = full[0] + full[1], full[-2] + full[-1]
+        record = self._add(session, ca_id, number, now, next_update, None, head + foot)
+        record.parts = ",".join(map(str, part_ids))
+        record.entries_at = len(head)
+        record.size = sum(map(len, full))
+        session.flush()
         # The delta's base is the oldest full CRL still current (this one at the latest).
         base = crl_queries.oldest_current_full_number(session, ca_id, now) or number
         # RFC 5280 §5.3.1: a delta CRL lists a released hold with reason removeFromCRL.
@@ -125,9 +129,33 @@ class CRLService:
             else encode_revoked_entry(int(serial, 16), now, x509.ReasonFlags.remove_from_crl)
             for serial, entry in entries.changed_since(session, ca_id, base)
         ]
-        store(delta, delta_base=base)
+        delta_der = b"".join(self._sign(authority, number, now, next_update, delta, base))
+        self._add(session, ca_id, number, now, next_update, base, delta_der)
+        session.flush()
         self._prune(session, ca_id, number, now)
-        return PublishedCRL(ca_id, number, None, now, next_update, full_der)
+        return PublishedCRL(ca_id, number, None, now, next_update, tuple(full))
+
+    @staticmethod
+    def _add(
+        session: Session,
+        ca_id: str,
+        number: int,
+        this_update: datetime,
+        next_update: datetime,
+        delta_base: int | None,
+        der: bytes,
+    ) -> CRLRecord:
+        record = CRLRecord(
+            ca_id=ca_id,
+            number=number,
+            is_delta=delta_base is not None,
+            delta_base=delta_base,
+            this_update=this_update,
+            next_update=next_update,
+            der=der,
+        )
+        session.add(record)
+        return record
 
     def _sign(
         self,
@@ -135,17 +163,20 @@ class CRLService:
         number: int,
         this_update: datetime,
         next_update: datetime,
-        entries: Collection[bytes],
+        runs: list[bytes],
         delta_base: int | None,
-    ) -> bytes:
+    ) -> list[bytes]:
+        """The signed CRL around the runs of joined entries, in pieces: [CertificateList
+        header, TBSCertList up to the entries, *runs, the rest of the TBSCertList, signature
+        algorithm and value]. The TBSCertList is hashed piece by piece, never joined."""
         signer = authority.signer
         algorithm = signer.signature_algorithm_oid
-        tbs = build_tbs_cert_list(
+        tbs = tbs_cert_list_parts(
             issuer=authority.certificate.subject,
             signature_algorithm_oid=algorithm,
             this_update=this_update,
             next_update=next_update,
-            entries=entries,
+            revoked=runs,
             extensions=crl_extensions(
                 issuer=authority.certificate,
                 number=number,
@@ -153,7 +184,7 @@ class CRLService:
                 delta_url=self._endpoints.delta_crl(authority.ca_id),
             ),
         )
-        return build_certificate_list(tbs, algorithm, signer.sign_bytes(tbs))
+        return certificate_list_parts(tbs, algorithm, sign_parts(signer, tbs))
 
     def _prune(self, session: Session, ca_id: str, number: int, now: datetime) -> None:
         """Keep the latest full and delta CRL (served) and the superseded full CRLs a later
@@ -168,13 +199,22 @@ class CRLService:
         """Raises:
         NotFoundError: no such CA, or it has published nothing yet."""
         authority = self._keyring.get(ca_id)
-        with self._db.read() as session:
-            row = crl_queries.latest(session, authority.ca_id, delta=delta)
-        if row is None:
-            raise NotFoundError(f"CA {ca_id} has not published a CRL yet")
-        return PublishedCRL(
-            row.ca_id, row.number, row.delta_base, row.this_update, row.next_update, row.der
-        )
+        for _attempt in range(READ_ATTEMPTS):
+            with self._db.read() as session:
+                row = crl_queries.latest(session, authority.ca_id, delta=delta)
+                if row is None:
+                    raise NotFoundError(f"CA {ca_id} has not published a CRL yet")
+                pieces = crl_queries.whole_der(session, row)
+            if pieces is not None:
+                return PublishedCRL(
+                    row.ca_id,
+                    row.number,
+                    row.delta_base,
+                    row.this_update,
+                    row.next_update,
+                    tuple(pieces),
+                )
+        raise ServiceUnavailableError(f"the CRL of CA {ca_id} changed while it was read")
 
     def publish_now(self, ca_id: str) -> PublishedCRL:
         with self._db.write() as session:

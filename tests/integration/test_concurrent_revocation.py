@@ -27,6 +27,7 @@ from cryptography.x509 import ocsp
 from sqlalchemy import select
 
 from app.config import Settings
+from app.db.crls import whole_der
 from app.db.engine import Database
 from app.db.models import CARecord, CRLRecord
 from tests.helpers import csr_pem
@@ -180,7 +181,9 @@ def published_crls(settings: Settings, ca_id: str) -> tuple[list[Published], int
                     r.number,
                     r.delta_base,
                     r.this_update,
-                    x509.load_der_x509_crl(r.der) if r.der else None,
+                    x509.load_der_x509_crl(b"".join(whole_der(session, r) or []))
+                    if r.der
+                    else None,
                 )
                 for r in rows
             ]

@@ -30,7 +30,7 @@ def crl_rows(services: Services, ca_id: str) -> list[tuple[int, bool, int]]:
     with services.db.read() as session:
         rows = session.execute(
             text(
-                "SELECT number, is_delta, length(der) FROM crls WHERE ca_id = :ca "
+                "SELECT number, is_delta, coalesce(size, length(der)) FROM crls WHERE ca_id = :ca "
                 "ORDER BY number, is_delta"
             ),
             {"ca": ca_id},
