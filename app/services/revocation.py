@@ -4,6 +4,7 @@ party sees it at once in OCSP and in the next CRL."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,6 +57,25 @@ class RevocationService:
             NotFoundError: MintCA never issued this serial.
             ConflictError: already revoked, unless a hold moves to a final reason.
         """
+        return self.start_revoke(
+            serial, reason=reason, invalidity_date=invalidity_date, actor=actor
+        ).result()
+
+    def start_revoke(
+        self,
+        serial: str,
+        *,
+        reason: str,
+        invalidity_date: datetime | None,
+        actor: str,
+    ) -> Future[CertificateInfo]:
+        """`revoke` without waiting (for the event loop): bad input raises at once, the rest
+        of `revoke`'s errors come from the future, which resolves once the revocation and the
+        CRLs that list it have committed.
+
+        Raises:
+            InvalidSerialError, InvalidReasonError, InvalidRequestError: bad input.
+        """
         check_reason(reason)
         if invalidity_date is not None:
             if invalidity_date > self._clock.now():
@@ -79,7 +99,8 @@ class RevocationService:
             )
             return {"reason": reason, "previous": previous}
 
-        return self._change_status(serial, action="certificate.revoke", actor=actor, apply=revoke)
+        key = format_serial(parse_serial(serial))
+        return self.batches.enqueue(key, action="certificate.revoke", actor=actor, apply=revoke)
 
     def unhold(self, serial: str, *, actor: str) -> CertificateInfo:
         """Lift a `certificateHold`.
@@ -118,6 +139,10 @@ class RevocationService:
         return revoke_matching(
             self._db, self._clock, self._crls, self.batches, criteria, reason=reason, actor=actor
         )
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the writer."""
+        self.batches.close()
 
     def _change_status(
         self,

@@ -1,20 +1,23 @@
 """Status changes in batches (group commit): revocations and unholds that arrive together share
-one transaction, and one CRL publication per CA. Each caller returns only once its change has
-committed together with the CRL that shows it, so "visible in OCSP at once, and in the next CRL,
-published at once" holds for every one of them.
+one transaction, and one CRL publication per CA. Each caller's future resolves only once its
+change has committed together with the CRL that shows it, so "visible in OCSP at once, and in
+the next CRL, published at once" holds for every one of them.
 
-No thread of its own: the first caller to find no batch in flight leads — it takes everything
-queued and commits it — while later callers queue and wait; when the leader is done, a waiter
-whose change was not in that batch leads the next one. Under load a batch collects what arrived
-while the previous one committed; alone, a revocation commits at once, as before.
+One writer thread per process (started on first use), as for enrollments
+(app.services.group_commit): it takes everything queued and commits it while later changes
+queue; under load a batch collects what arrived while the previous one committed, alone a
+revocation commits at once. Callers wait on a future, from a thread (`submit`) or from the
+event loop (`enqueue`, wrapped by the caller), so no thread is held per waiting request.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +25,7 @@ from app.clock import Clock
 from app.db import certificates as certificate_queries
 from app.db.engine import Database
 from app.db.models import CertificateRecord
-from app.errors import MintCAError, NotFoundError
+from app.errors import MintCAError, NotFoundError, ServiceUnavailableError
 from app.services.audit import record
 from app.services.certificates import CertificateInfo, info_from_record
 from app.services.crls import CRLService
@@ -46,7 +49,7 @@ class _Request:
     apply: StatusChange
     result: CertificateInfo | None = None
     error: BaseException | None = None
-    done: bool = False
+    future: Future[CertificateInfo] = field(default_factory=Future)
 
 
 class StatusBatches:
@@ -54,9 +57,10 @@ class StatusBatches:
         self._db = db
         self._clock = clock
         self._crls = crls
-        self._cond = threading.Condition()
-        self._queue: list[_Request] = []
-        self._leading = False
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
         self.listeners: list[StatusListener] = []
 
     def submit(
@@ -68,29 +72,39 @@ class StatusBatches:
         Raises:
             NotFoundError: MintCA never issued this serial.
             MintCAError: whatever `apply` refuses with.
+            ServiceUnavailableError: the writer is closed, or the database does not answer.
         """
+        return self.enqueue(serial, action=action, actor=actor, apply=apply).result()
+
+    def enqueue(
+        self, serial: str, *, action: str, actor: str, apply: StatusChange
+    ) -> Future[CertificateInfo]:
+        """The same as `submit`, without waiting: the future resolves (with the certificate or
+        `submit`'s errors) once the batch holding the change has committed or failed.
+
+        Raises:
+            ServiceUnavailableError: the writer is closed."""
         request = _Request(serial, action, actor, apply)
-        with self._cond:
-            self._queue.append(request)
-        while True:
-            with self._cond:
-                while not request.done and self._leading:
-                    self._cond.wait()
-                if request.done:
-                    break
-                self._leading = True
-                batch = self._queue[:MAX_BATCH]
-                del self._queue[:MAX_BATCH]
-            try:
-                self._run(batch)
-            finally:
-                with self._cond:
-                    self._leading = False
-                    self._cond.notify_all()
-        if request.error is not None:
-            raise request.error
-        assert request.result is not None
-        return request.result
+        with self._lock:
+            if self._closed:
+                raise ServiceUnavailableError("the server is shutting down")
+            if self._thread is None:
+                # Started on first use, so a process that never revokes (or forks later) has none.
+                self._thread = threading.Thread(
+                    target=self._write, name="mintca-status-batches", daemon=True
+                )
+                self._thread.start()
+            self._queue.put(request)
+        return request.future
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the writer."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+            self._queue.put(None)
+        if thread is not None:
+            thread.join(timeout=30)
 
     def notify(self, changed: dict[str, list[str]]) -> None:
         """Tell the listeners which statuses changed (after the commit, never before)."""
@@ -100,20 +114,45 @@ class StatusBatches:
             except Exception:  # a listener's failure must not turn a committed change into a 500
                 log.exception("status listener failed")
 
+    def _write(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(item)
+            try:
+                self._run(batch)
+            except BaseException as exc:  # the writer must outlive any batch, or callers hang
+                log.exception("a status batch failed")
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(exc)
+
     def _run(self, batch: list[_Request]) -> None:
         try:
             changed = self._commit(batch)
-        except BaseException as exc:  # handed to every caller of the batch: nothing committed
+        except Exception as exc:  # handed to every caller of the batch: nothing committed
+            if not isinstance(exc, ServiceUnavailableError):
+                log.exception("status batch of %d changes failed", len(batch))
             for request in batch:
-                request.result = None
-                request.error = request.error or exc
-                request.done = True
-            if not isinstance(exc, Exception):
-                raise
+                request.future.set_exception(request.error or exc)
             return
-        for request in batch:
-            request.done = True
         self.notify(changed)
+        for request in batch:
+            if request.error is not None:
+                request.future.set_exception(request.error)
+            else:
+                assert request.result is not None
+                request.future.set_result(request.result)
 
     def _commit(self, batch: list[_Request]) -> dict[str, list[str]]:
         """One transaction: lock the CA rows (sorted, so writers never deadlock) then each
