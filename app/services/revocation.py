@@ -10,9 +10,8 @@ from typing import Any
 
 from app.ca.serials import format_serial, parse_serial
 from app.clock import Clock
-from app.db.certificates import RevocationFilter
+from app.db.certificates import RevocationFilter, StatusRow
 from app.db.engine import Database
-from app.db.models import CertificateRecord
 from app.errors import ConflictError, InvalidReasonError, InvalidRequestError
 from app.services.bulk_revocation import BulkRevocation, check_filter, preview, revoke_matching
 from app.services.certificates import CertificateInfo
@@ -82,7 +81,7 @@ class RevocationService:
                 raise InvalidRequestError("invalidity_date must not be in the future")
             invalidity_date = invalidity_date.astimezone(UTC)
 
-        def revoke(certificate: CertificateRecord, now: datetime) -> dict[str, Any]:
+        def revoke(certificate: StatusRow, now: datetime) -> dict[str, Any]:
             previous = certificate.revocation_reason
             if certificate.revoked_at is not None and not (previous == HOLD and reason != HOLD):
                 raise ConflictError(
@@ -111,7 +110,7 @@ class RevocationService:
             ConflictError: the certificate is not on hold.
         """
 
-        def release(certificate: CertificateRecord, _now: datetime) -> dict[str, Any]:
+        def release(certificate: StatusRow, _now: datetime) -> dict[str, Any]:
             if certificate.revocation_reason != HOLD:
                 raise ConflictError(f"certificate {certificate.serial} is not on hold")
             certificate.revoked_at = None

@@ -23,18 +23,18 @@ from typing import Any
 
 from app.clock import Clock
 from app.db import certificates as certificate_queries
+from app.db.certificates import STATUS_COLUMNS, StatusRow
 from app.db.engine import Database
-from app.db.models import CertificateRecord
 from app.errors import MintCAError, NotFoundError, ServiceUnavailableError
 from app.services.audit import record
-from app.services.certificates import CertificateInfo, info_from_record
+from app.services.certificates import CertificateInfo
 from app.services.crls import CRLService
 
 log = logging.getLogger(__name__)
 
-# Applies one change to a locked certificate at `now`; returns the audit details, or raises a
-# domain error (before changing anything) when the change is refused.
-StatusChange = Callable[[CertificateRecord, datetime], dict[str, Any]]
+# Applies one change to a locked certificate's row at `now`; returns the audit details, or
+# raises a domain error (before changing anything) when the change is refused.
+StatusChange = Callable[[StatusRow, datetime], dict[str, Any]]
 # Called after a commit with the serials whose status changed, by CA id (the OCSP cache's
 # invalidation signal belongs here).
 StatusListener = Callable[[dict[str, list[str]]], None]
@@ -155,8 +155,9 @@ class StatusBatches:
                 request.future.set_result(request.result)
 
     def _commit(self, batch: list[_Request]) -> dict[str, list[str]]:
-        """One transaction: lock the CA rows (sorted, so writers never deadlock) then each
-        certificate, apply the changes, publish each CA's CRLs once, one audit row per change."""
+        """One transaction: lock the CA rows (sorted, so writers never deadlock) then the
+        certificates, apply the changes, write them in one statement, publish each CA's CRLs
+        once, one audit row per change (chained in batch order at the commit)."""
         with self._db.write() as session:
             ca_of = certificate_queries.ca_ids_of(session, [r.serial for r in batch])
             for request in batch:
@@ -169,23 +170,28 @@ class StatusBatches:
             # The clock under the locks: a greater CRL number must never carry an earlier
             # thisUpdate than the CRL of the writer this one waited for.
             now = self._clock.now()
-            certificates = certificate_queries.lock_certificates(session, list(ca_of))
-            applied: dict[str, list[tuple[_Request, CertificateRecord, dict[str, Any]]]] = {}
+            rows = certificate_queries.lock_status_rows(session, list(ca_of))
+            applied: dict[str, list[tuple[_Request, StatusRow, dict[str, Any]]]] = {}
             for request in batch:
-                certificate = certificates.get(request.serial)
-                if certificate is None:
+                row = rows.get(request.serial)
+                if row is None:
                     continue
+                before = _status_of(row)
                 try:
-                    details = request.apply(certificate, now)
+                    details = request.apply(row, now)
                 except MintCAError as exc:
+                    _restore(row, before)  # refused: whatever it changed stays unwritten
                     request.error = exc
                     continue
-                certificate.status_crl_number = numbers[certificate.ca_id]
-                applied.setdefault(certificate.ca_id, []).append((request, certificate, details))
-            session.flush()
+                row.status_crl_number = numbers[row.ca_id]
+                applied.setdefault(row.ca_id, []).append((request, row, details))
+            changed_rows = {row.serial: row for rows_ in applied.values() for _, row, _ in rows_}
+            certificate_queries.set_statuses(
+                session, [{"serial": s, **_status_of(row)} for s, row in changed_rows.items()]
+            )
             for ca_id, changes in applied.items():
                 crl = self._crls.publish(session, ca_id, now=now)
-                for request, certificate, details in changes:
+                for request, row, details in changes:
                     record(
                         session,
                         at=now,
@@ -194,5 +200,31 @@ class StatusBatches:
                         target=request.serial,
                         details={**details, "crl_number": crl.number},
                     )
-                    request.result = info_from_record(certificate)
+                    request.result = _info(row)
         return {ca_id: [r.serial for r, _, _ in changes] for ca_id, changes in applied.items()}
+
+
+def _status_of(row: StatusRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in STATUS_COLUMNS}
+
+
+def _restore(row: StatusRow, status: dict[str, Any]) -> None:
+    for name, value in status.items():
+        setattr(row, name, value)
+
+
+def _info(row: StatusRow) -> CertificateInfo:
+    return CertificateInfo(
+        serial=row.serial,
+        ca_id=row.ca_id,
+        profile=row.profile,
+        common_name=row.common_name,
+        names=list(row.names),
+        not_before=row.not_before,
+        not_after=row.not_after,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        revocation_reason=row.revocation_reason,
+        invalidity_date=row.invalidity_date,
+        der=row.der,
+    )
