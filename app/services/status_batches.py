@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from app.clock import Clock
 from app.db import certificates as certificate_queries
 from app.db.certificates import STATUS_COLUMNS, StatusRow
@@ -61,6 +63,8 @@ class StatusBatches:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        # Taken from the queue but left for the next batch (the writer thread's alone).
+        self._carry: list[_Request] = []
         self.listeners: list[StatusListener] = []
 
     def submit(
@@ -116,19 +120,13 @@ class StatusBatches:
 
     def _write(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(item)
+            batch, self._carry = self._carry, []
+            if not batch:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first]
+            self._take(batch)
             try:
                 self._run(batch)
             except BaseException as exc:  # the writer must outlive any batch, or callers hang
@@ -136,6 +134,40 @@ class StatusBatches:
                 for request in batch:
                     if not request.future.done():
                         request.future.set_exception(exc)
+
+    def _take(self, batch: list[_Request]) -> None:
+        """Add what is queued to `batch`, up to MAX_BATCH (the stop sentinel stays queued)."""
+        while len(batch) < MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is None:
+                self._queue.put(None)  # stop after this batch
+                return
+            batch.append(item)
+
+    def _join_late(
+        self, session: Session, batch: list[_Request], ca_of: dict[str, str], locked: set[str]
+    ) -> None:
+        """Add to `batch` what queued while this batch waited for its locks (on SQLite the
+        other workers' commits, on PostgreSQL the CA rows'): changes of CAs it holds join,
+        the rest waits for the next batch (locking more CA rows now could deadlock)."""
+        late: list[_Request] = []
+        self._take(late)
+        if not late:
+            return
+        found = certificate_queries.ca_ids_of(session, [r.serial for r in late])
+        for request in late:
+            ca_id = found.get(request.serial)
+            if ca_id is not None and ca_id not in locked:
+                self._carry.append(request)
+                continue
+            if ca_id is None:
+                request.error = NotFoundError(f"no certificate with serial {request.serial}")
+            else:
+                ca_of[request.serial] = ca_id
+            batch.append(request)
 
     def _run(self, batch: list[_Request]) -> None:
         try:
@@ -167,6 +199,7 @@ class StatusBatches:
                 ca_id: self._crls.reserve_number(session, ca_id)
                 for ca_id in sorted(set(ca_of.values()))
             }
+            self._join_late(session, batch, ca_of, set(numbers))
             # The clock under the locks: a greater CRL number must never carry an earlier
             # thisUpdate than the CRL of the writer this one waited for.
             now = self._clock.now()
