@@ -10,7 +10,7 @@ database again and is refused (other hosts sharing PostgreSQL: once NOTIFY arriv
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import IntEnum
 
@@ -81,35 +81,60 @@ class PeerService:
     def cached(self, pem: str) -> Peer | None:
         """The peer presenting `pem` (as the TLS layer gave it) if it was accepted since the
         last status change anywhere and is still within its validity; None: authenticate."""
-        known = self._accepted.get(pem)
+        known = self._usable(pem)
         if known is None or self._signal is None or known.generation != self._signal.value():
-            return None
-        if not known.not_before <= self._clock.now() <= known.not_after:
             return None
         return known.peer
 
     def authenticate_pem(self, pem: str | None) -> Peer:
-        """`authenticate` for the PEM the TLS layer gave, answered from `cached` when it can.
+        """`authenticate` for the PEM the TLS layer gave, answered from `cached` when it can;
+        after a status change elsewhere, a peer accepted before is checked again with its
+        revocation state alone (its DER was compared when it was accepted).
 
         Raises:
             PeerRejectedError: as `authenticate`, or a certificate that cannot be read."""
         if pem is None:
             raise PeerRejectedError("a client certificate is required")
-        peer = self.cached(pem)
-        if peer is not None:
-            return peer
         generation = self._signal.value() if self._signal is not None else 0  # before the DB
+        known = self._usable(pem)
+        if known is not None:
+            if known.generation == generation or self._still_good(known.peer):
+                self._remember(pem, replace(known, generation=generation))
+                return known.peer
+            self._accepted.pop(pem, None)
         try:
             certificate = x509.load_pem_x509_certificate(pem.encode())
         except ValueError as exc:
             raise PeerRejectedError("the client certificate cannot be read") from exc
         peer = self.authenticate(certificate)
-        if len(self._accepted) >= CACHE_MAX:
-            self._accepted.clear()
-        self._accepted[pem] = _Accepted(
-            peer, certificate.not_valid_before_utc, certificate.not_valid_after_utc, generation
+        self._remember(
+            pem,
+            _Accepted(
+                peer, certificate.not_valid_before_utc, certificate.not_valid_after_utc, generation
+            ),
         )
         return peer
+
+    def _usable(self, pem: str) -> _Accepted | None:
+        known = self._accepted.get(pem)
+        if known is None or self._signal is None:
+            return None
+        if not known.not_before <= self._clock.now() <= known.not_after:
+            return None
+        return known
+
+    def _still_good(self, peer: Peer) -> bool:
+        with self._db.read() as session:
+            states = certificate_queries.revocation_states(session, peer.ca_id, [peer.serial])
+        state = states.get(peer.serial)
+        return state is not None and state[0] is None
+
+    def _remember(self, pem: str, accepted: _Accepted) -> None:
+        if self._signal is None:
+            return
+        if len(self._accepted) >= CACHE_MAX and pem not in self._accepted:
+            self._accepted.clear()
+        self._accepted[pem] = accepted
 
     def authenticate(self, certificate: x509.Certificate | None) -> Peer:
         """Raises:

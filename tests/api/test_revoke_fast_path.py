@@ -246,3 +246,5 @@ def test_a_status_change_elsewhere_empties_the_peer_cache(
     services.status_signal.bump_local()  # what NOTIFY from another host does
 
     assert services.peers.cached(admin_pem) is None
+    assert fast(admin_pem).get("/admin/cas").status_code == 200  # checked again: still good
+    assert services.peers.cached(admin_pem) is not None
