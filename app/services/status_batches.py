@@ -125,8 +125,11 @@ class StatusBatches:
                 first = self._queue.get()
                 if first is None:
                     return
-                batch = [first]
+                if first.future.set_running_or_notify_cancel():
+                    batch = [first]
             self._take(batch)
+            if not batch:
+                continue
             try:
                 self._run(batch)
             except BaseException as exc:  # the writer must outlive any batch, or callers hang
@@ -145,7 +148,11 @@ class StatusBatches:
             if item is None:
                 self._queue.put(None)  # stop after this batch
                 return
-            batch.append(item)
+            # A caller that gave up before its change was taken (a cancelled request) is
+            # dropped: nothing of it was done. Once taken, its future can no longer be
+            # cancelled, so the batch always settles it.
+            if item.future.set_running_or_notify_cancel():
+                batch.append(item)
 
     def _join_late(
         self, session: Session, batch: list[_Request], ca_of: dict[str, str], locked: set[str]

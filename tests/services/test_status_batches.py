@@ -139,3 +139,25 @@ def test_every_caller_waits_for_its_own_commit(services: Services) -> None:
         thread.join(WAIT_SECONDS)
     assert {s: a.serial for s, a in answers.items()} == {s: s for s in serials}
     assert set(crl_numbers(services)) == set(serials)
+
+
+def test_a_cancelled_caller_is_dropped_unless_its_change_was_taken(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request cancelled while queued (its client went away) changes nothing; once its
+    batch took it, it can no longer be cancelled and the rest of the batch is answered."""
+    taken, dropped, after = (issue(services, f"{n}.zone") for n in ("taken", "dropped", "after"))
+    holding, release = held_first_batch(services, monkeypatch)
+
+    leading = revoke(services, taken)
+    assert holding.wait(WAIT_SECONDS), "the first batch never took its locks"
+    queued = revoke(services, dropped)
+    following = revoke(services, after)
+    assert queued.cancel(), "a queued change can be cancelled"
+    assert not leading.cancel(), "a change being committed cannot"
+    release.set()
+
+    assert leading.result(WAIT_SECONDS).serial == taken
+    assert following.result(WAIT_SECONDS).serial == after
+    assert services.certificates.get(dropped).revoked_at is None
+    assert set(crl_numbers(services)) == {taken, after}
