@@ -117,7 +117,7 @@ class PeerService:
 
     def _usable(self, pem: str) -> _Accepted | None:
         known = self._accepted.get(pem)
-        if known is None or self._signal is None:
+        if known is None or self._signal is None or not self._signal.shared:
             return None
         if not known.not_before <= self._clock.now() <= known.not_after:
             return None
@@ -130,7 +130,8 @@ class PeerService:
         return state is not None and state[0] is None
 
     def _remember(self, pem: str, accepted: _Accepted) -> None:
-        if self._signal is None:
+        # Without the shared generation, another worker's revocation would go unseen here.
+        if self._signal is None or not self._signal.shared:
             return
         if len(self._accepted) >= CACHE_MAX and pem not in self._accepted:
             self._accepted.clear()

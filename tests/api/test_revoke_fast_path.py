@@ -18,8 +18,11 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.apps import create_mtls_app
 from app.api.revoke_fast import RevokeFastPath
+from app.clock import FixedClock
 from app.server.tls_scope import TLSScopeApp
 from app.services.container import Services
+from app.services.peers import PeerService
+from app.services.status_signal import StatusSignal
 
 NEVER = "5a" * 19  # a serial never issued
 
@@ -248,3 +251,14 @@ def test_a_status_change_elsewhere_empties_the_peer_cache(
     assert services.peers.cached(admin_pem) is None
     assert fast(admin_pem).get("/admin/cas").status_code == 200  # checked again: still good
     assert services.peers.cached(admin_pem) is not None
+
+
+def test_no_peer_cache_without_the_shared_generation(
+    services: Services, clock: FixedClock, admin_pem: str
+) -> None:
+    """A process that could not map the status-generation file would not see another worker's
+    revocation: it asks the database every time."""
+    peers = PeerService(services.db, clock, signal=StatusSignal(None))
+
+    assert peers.authenticate_pem(admin_pem).profile == "admin"
+    assert peers.cached(admin_pem) is None
