@@ -45,7 +45,7 @@ lint: venv
 check: lint test
 
 # Each script starts what it measures on loopback and stops it; wrk and openssl are needed.
-BENCHES ?= ocsp enroll crl cli ready
+BENCHES ?= ocsp enroll crl revoke cli ready
 bench: venv
 	@for b in $(BENCHES); do test -f bench/$$b.py || continue; \
 		echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; echo; done

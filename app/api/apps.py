@@ -12,6 +12,7 @@ from app.api.limits import BodySizeLimit
 from app.api.ocsp_fast import OCSPFastPath
 from app.api.problems import install_acme_problem_handlers, install_problem_handlers
 from app.api.request_metrics import RequestMetrics
+from app.api.revoke_fast import RevokeFastPath
 from app.api.routes.acme import accounts as acme_accounts
 from app.api.routes.acme import admin as acme_admin
 from app.api.routes.acme import directory as acme_directory
@@ -93,7 +94,14 @@ def create_acme_app(services: Services) -> FastAPI:
     return app
 
 
-def create_mtls_app(services: Services) -> FastAPI:
+def create_mtls_asgi(services: Services) -> ASGIApp:
+    """What the mtls listener serves: the mtls app behind the revocation fast path, both
+    timed by one RequestMetrics layer."""
+    fast_path = RevokeFastPath(create_mtls_app(services, timed=False), services)
+    return RequestMetrics(fast_path, listener="mtls")
+
+
+def create_mtls_app(services: Services, *, timed: bool = True) -> FastAPI:
     """The admin API and renewal; every route first checks the peer certificate against the
     database (unknown, revoked, on hold or expired: 403), then the role the route declares
     (admin when it declares none: 403), then refuses non-JSON writes (415).
@@ -103,7 +111,7 @@ def create_mtls_app(services: Services) -> FastAPI:
         services,
         "MintCA mTLS API",
         MTLS_ROUTERS,
-        "mtls",
+        "mtls" if timed else None,
         dependencies=[
             Depends(get_peer),
             Depends(require_declared_role),

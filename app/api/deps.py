@@ -38,7 +38,9 @@ def peer_certificate(request: Request) -> x509.Certificate | None:
 def get_peer(request: Request, services: ServicesDep) -> Peer:
     """Raises:
     PeerRejectedError: no certificate, or unknown, revoked, on hold or expired."""
-    return services.peers.authenticate(peer_certificate(request))
+    tls = request.scope.get("extensions", {}).get("tls") or {}
+    chain = tls.get("client_cert_chain") or []
+    return services.peers.authenticate_pem(chain[0] if chain else None)
 
 
 PeerDep = Annotated[Peer, Depends(get_peer)]

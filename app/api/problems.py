@@ -44,8 +44,8 @@ def problem_response(status: int, slug: str, title: str, detail: str, **extra: A
     )
 
 
-async def _domain_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, MintCAError)
+def domain_error_response(exc: MintCAError) -> Response:
+    """A domain error's problem document (also for raw ASGI layers in front of the apps)."""
     if exc.status >= 500:
         log.error("%s: %s", exc.slug, exc.detail)
     response = problem_response(exc.status, exc.slug, exc.title, exc.detail)
@@ -53,6 +53,17 @@ async def _domain_error(_request: Request, exc: Exception) -> Response:
     if retry_after is not None:  # RFC 9110 §10.2.3, for 429 and 503
         response.headers["Retry-After"] = str(retry_after)
     return response
+
+
+def unexpected_error_response(exc: Exception) -> Response:
+    # The cause goes to the log, never to the client.
+    log.error("unexpected error", exc_info=exc)
+    return problem_response(500, "internal-error", "Internal error", "an internal error occurred")
+
+
+async def _domain_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MintCAError)
+    return domain_error_response(exc)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> Response:
@@ -77,9 +88,7 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(_request: Request, exc: Exception) -> Response:
-    # The cause goes to the log, never to the client.
-    log.error("unexpected error", exc_info=exc)
-    return problem_response(500, "internal-error", "Internal error", "an internal error occurred")
+    return unexpected_error_response(exc)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

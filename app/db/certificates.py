@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +37,50 @@ def lock_certificates(session: Session, serials: Sequence[str]) -> dict[str, Cer
     )
     records = session.scalars(query.execution_options(populate_existing=True))
     return {record.serial: record for record in records}
+
+
+@dataclass
+class StatusRow:
+    """A certificate's columns as a status change reads and sets them: plain values, no ORM
+    object (a batch of revocations reads and writes these with one statement each)."""
+
+    serial: str
+    ca_id: str
+    profile: str
+    common_name: str | None
+    names: list[str]
+    not_before: datetime
+    not_after: datetime
+    created_at: datetime
+    der: bytes
+    revoked_at: datetime | None
+    revocation_reason: str | None
+    invalidity_date: datetime | None
+    crl_entry: bytes | None
+    status_crl_number: int | None
+
+
+_STATUS_ROW_COLUMNS = [getattr(CertificateRecord, f.name) for f in fields(StatusRow)]
+# What a status change writes back (the rest of StatusRow is read only).
+STATUS_COLUMNS = (
+    "revoked_at",
+    "revocation_reason",
+    "invalidity_date",
+    "crl_entry",
+    "status_crl_number",
+)
+
+
+def lock_status_rows(session: Session, serials: Sequence[str]) -> dict[str, StatusRow]:
+    """Lock these certificates' rows (one query, in serial order) and read them as StatusRows;
+    write changes back with `set_statuses`."""
+    query = (
+        select(*_STATUS_ROW_COLUMNS)
+        .where(CertificateRecord.serial.in_(serials))
+        .order_by(CertificateRecord.serial)
+        .with_for_update()
+    )
+    return {row[0]: StatusRow(*row) for row in session.execute(query)}
 
 
 def lock_certificate(session: Session, serial: str) -> CertificateRecord | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import uvicorn
 
-from app.api.apps import create_mtls_app, create_public_asgi
+from app.api.apps import create_mtls_asgi, create_public_asgi
 from app.api.ocsp_fast import OCSPFastAnswers
 from app.ca.issuance import pem_bundle
 from app.config import Settings, parse_bind
@@ -102,7 +102,7 @@ def server_configs(
         **(tls_files if settings.public_tls else {}),
     )
     mtls = uvicorn.Config(
-        create_mtls_app(services),
+        create_mtls_asgi(services),
         **common,
         **tls_files,
         ssl_ca_certs=str(ca_bundle),

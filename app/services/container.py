@@ -71,7 +71,7 @@ class Services:
             delegated=settings.ocsp_signer == "delegated",
             signal=self.status_signal,
         )
-        self.peers = PeerService(self.db, self.clock)
+        self.peers = PeerService(self.db, self.clock, signal=self.status_signal)
         self.roles = RoleService(self.db, self.clock, self.keyring, endpoints)
         self.renewal = RenewalService(self.db, self.clock, self.keyring, endpoints)
         self.authorities = AuthorityService(self.db, self.clock, self.keyring, self.crls, endpoints)
@@ -103,6 +103,7 @@ class Services:
         return True
 
     def close(self) -> None:
+        self.revocation.close()  # first: its last commits still bump the status generation
         self.status_signal.close()
         self.committer.close()
         self.db.dispose()

@@ -4,14 +4,14 @@ party sees it at once in OCSP and in the next CRL."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
 
 from app.ca.serials import format_serial, parse_serial
 from app.clock import Clock
-from app.db.certificates import RevocationFilter
+from app.db.certificates import RevocationFilter, StatusRow
 from app.db.engine import Database
-from app.db.models import CertificateRecord
 from app.errors import ConflictError, InvalidReasonError, InvalidRequestError
 from app.services.bulk_revocation import BulkRevocation, check_filter, preview, revoke_matching
 from app.services.certificates import CertificateInfo
@@ -56,13 +56,32 @@ class RevocationService:
             NotFoundError: MintCA never issued this serial.
             ConflictError: already revoked, unless a hold moves to a final reason.
         """
+        return self.start_revoke(
+            serial, reason=reason, invalidity_date=invalidity_date, actor=actor
+        ).result()
+
+    def start_revoke(
+        self,
+        serial: str,
+        *,
+        reason: str,
+        invalidity_date: datetime | None,
+        actor: str,
+    ) -> Future[CertificateInfo]:
+        """`revoke` without waiting (for the event loop): bad input raises at once, the rest
+        of `revoke`'s errors come from the future, which resolves once the revocation and the
+        CRLs that list it have committed.
+
+        Raises:
+            InvalidSerialError, InvalidReasonError, InvalidRequestError: bad input.
+        """
         check_reason(reason)
         if invalidity_date is not None:
             if invalidity_date > self._clock.now():
                 raise InvalidRequestError("invalidity_date must not be in the future")
             invalidity_date = invalidity_date.astimezone(UTC)
 
-        def revoke(certificate: CertificateRecord, now: datetime) -> dict[str, Any]:
+        def revoke(certificate: StatusRow, now: datetime) -> dict[str, Any]:
             previous = certificate.revocation_reason
             if certificate.revoked_at is not None and not (previous == HOLD and reason != HOLD):
                 raise ConflictError(
@@ -79,7 +98,8 @@ class RevocationService:
             )
             return {"reason": reason, "previous": previous}
 
-        return self._change_status(serial, action="certificate.revoke", actor=actor, apply=revoke)
+        key = format_serial(parse_serial(serial))
+        return self.batches.enqueue(key, action="certificate.revoke", actor=actor, apply=revoke)
 
     def unhold(self, serial: str, *, actor: str) -> CertificateInfo:
         """Lift a `certificateHold`.
@@ -90,7 +110,7 @@ class RevocationService:
             ConflictError: the certificate is not on hold.
         """
 
-        def release(certificate: CertificateRecord, _now: datetime) -> dict[str, Any]:
+        def release(certificate: StatusRow, _now: datetime) -> dict[str, Any]:
             if certificate.revocation_reason != HOLD:
                 raise ConflictError(f"certificate {certificate.serial} is not on hold")
             certificate.revoked_at = None
@@ -118,6 +138,10 @@ class RevocationService:
         return revoke_matching(
             self._db, self._clock, self._crls, self.batches, criteria, reason=reason, actor=actor
         )
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the writer."""
+        self.batches.close()
 
     def _change_status(
         self,

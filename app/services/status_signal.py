@@ -55,6 +55,12 @@ class StatusSignal:
         self._map = mmap.mmap(fd, _SIZE)
         self._shared = memoryview(self._map).cast("Q")
 
+    @property
+    def shared(self) -> bool:
+        """Whether every process on this data dir sees this process's bumps (the file is
+        mapped), so a reader may trust an unchanged value."""
+        return self._shared is not None
+
     def value(self) -> int:
         """The current generation; cheap enough for every request."""
         shared = self._shared

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 
-from app.api.apps import create_mtls_app, create_public_app
+from app.api.apps import create_mtls_asgi, create_public_app
 from app.config import Settings
 from app.server.tls_scope import TLSScopeApp
 from app.services.container import Services
@@ -191,8 +191,9 @@ MTLSClientFactory = Callable[[str], TestClient]
 @pytest.fixture
 def mtls_client_for(services: Services) -> Iterator[MTLSClientFactory]:
     """`mtls_client_for(pem)`: a client of the mtls app that presents `pem` as its verified
-    certificate, the way the TLS layer hands it over (the ASGI TLS extension)."""
-    app = create_mtls_app(services)
+    certificate, the way the TLS layer hands it over (the ASGI TLS extension); the app is
+    what the listener serves, behind the revocation fast path."""
+    app = create_mtls_asgi(services)
     with ExitStack() as stack:
 
         def make(cert_pem: str) -> TestClient:
