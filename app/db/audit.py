@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from app.ca.audit_chain import ChainEntry, entry_hash
@@ -53,6 +53,7 @@ def append(session: Session, pending: Sequence[PendingEntry]) -> None:
     transaction's last lock, it is never part of a deadlock)."""
     head = lock_head(session)
     last_id, last_hash = head.last_id, head.last_hash
+    rows: list[dict[str, Any]] = []
     for item in pending:
         entry = ChainEntry(
             id=last_id + 1,
@@ -64,19 +65,22 @@ def append(session: Session, pending: Sequence[PendingEntry]) -> None:
             prev_hash=last_hash,
         )
         digest = entry_hash(entry)
-        session.add(
-            AuditRecord(
-                id=entry.id,
-                at=entry.at,
-                actor=entry.actor,
-                action=entry.action,
-                target=entry.target,
-                details=entry.details,
-                prev_hash=entry.prev_hash,
-                hash=digest,
-            )
+        rows.append(
+            {
+                "id": entry.id,
+                "at": entry.at,
+                "actor": entry.actor,
+                "action": entry.action,
+                "target": entry.target,
+                "details": entry.details,
+                "prev_hash": entry.prev_hash,
+                "hash": digest,
+            }
         )
         last_id, last_hash = entry.id, digest
+    # One executemany for the whole batch (a group commit chains many entries at once).
+    if rows:
+        session.execute(insert(cast(Table, AuditRecord.__table__)), rows)
     head.last_id, head.last_hash = last_id, last_hash
 
 
