@@ -43,8 +43,9 @@ def problem_response(status: int, slug: str, title: str, detail: str, **extra: A
     )
 
 
-async def _domain_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, MintCAError)
+def domain_problem(exc: MintCAError) -> Response:
+    """The answer to a domain error, for the app's handler and for fast paths outside the
+    app (which must answer byte for byte alike)."""
     if exc.status >= 500:
         log.error("%s: %s", exc.slug, exc.detail)
     response = problem_response(exc.status, exc.slug, exc.title, exc.detail)
@@ -52,6 +53,17 @@ async def _domain_error(_request: Request, exc: Exception) -> Response:
     if retry_after is not None:  # RFC 9110 §10.2.3, for 429 and 503
         response.headers["Retry-After"] = str(retry_after)
     return response
+
+
+def unexpected_problem(exc: BaseException) -> Response:
+    # The cause goes to the log, never to the client.
+    log.error("unexpected error", exc_info=exc)
+    return problem_response(500, "internal-error", "Internal error", "an internal error occurred")
+
+
+async def _domain_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, MintCAError)
+    return domain_problem(exc)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> Response:
@@ -76,9 +88,7 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(_request: Request, exc: Exception) -> Response:
-    # The cause goes to the log, never to the client.
-    log.error("unexpected error", exc_info=exc)
-    return problem_response(500, "internal-error", "Internal error", "an internal error occurred")
+    return unexpected_problem(exc)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

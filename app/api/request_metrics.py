@@ -27,6 +27,8 @@ def route_template(scope: Scope) -> str:
         return "/ocsp"
     if raw.startswith("/ocsp/"):
         return "/ocsp/{encoded:path}"
+    if raw == "/v1/certificates":  # the enrollment fast path (app.api.enroll_fast)
+        return "/v1/certificates"
     return UNMATCHED
 
 

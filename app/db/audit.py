@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.ca.audit_chain import ChainEntry, entry_hash
@@ -37,22 +37,27 @@ class AuditFilter:
     until: datetime | None = None  # exclusive
 
 
-def lock_head(session: Session) -> AuditChainRecord:
-    """The chain head, locked for the rest of the transaction (FOR UPDATE on PostgreSQL; on
-    SQLite the write transaction began IMMEDIATE and holds the database's write lock)."""
-    query = select(AuditChainRecord).where(AuditChainRecord.id == HEAD_ID).with_for_update()
-    head = session.scalars(query.execution_options(populate_existing=True)).one_or_none()
-    if head is None:
+def lock_head(session: Session) -> tuple[int, str]:
+    """The chain head's (last_id, last_hash), its row locked for the rest of the transaction
+    (FOR UPDATE on PostgreSQL; on SQLite the write transaction began IMMEDIATE and holds the
+    database's write lock). Core statements on the session's connection: this runs in every
+    write transaction, and the ORM's object machinery cost several times the query."""
+    query = select(AuditChainRecord.last_id, AuditChainRecord.last_hash).where(
+        AuditChainRecord.id == HEAD_ID
+    )
+    row = session.connection().execute(query.with_for_update()).one_or_none()
+    if row is None:
         raise RuntimeError("the audit chain head is missing; run `mintca db upgrade`")
-    return head
+    return int(row[0]), str(row[1])
 
 
 def append(session: Session, pending: Sequence[PendingEntry]) -> None:
     """Chain and add the entries after the current head. Takes the head's lock: call it last
     in the transaction, so the lock is held only until the commit (and, being every
     transaction's last lock, it is never part of a deadlock)."""
-    head = lock_head(session)
-    last_id, last_hash = head.last_id, head.last_hash
+    if not pending:
+        return
+    last_id, last_hash = lock_head(session)
     rows: list[dict[str, Any]] = []
     for item in pending:
         entry = ChainEntry(
@@ -79,9 +84,13 @@ def append(session: Session, pending: Sequence[PendingEntry]) -> None:
         )
         last_id, last_hash = entry.id, digest
     # One executemany for the whole batch (a group commit chains many entries at once).
-    if rows:
-        session.execute(insert(cast(Table, AuditRecord.__table__)), rows)
-    head.last_id, head.last_hash = last_id, last_hash
+    connection = session.connection()
+    connection.execute(insert(cast(Table, AuditRecord.__table__)), rows)
+    connection.execute(
+        update(cast(Table, AuditChainRecord.__table__))
+        .where(AuditChainRecord.id == HEAD_ID)
+        .values(last_id=last_id, last_hash=last_hash)
+    )
 
 
 def _escape_like(text: str) -> str:

@@ -37,19 +37,23 @@ def spend_use(session: Session, token_id: str, now: datetime) -> bool:
 def lock_uses(session: Session, token_id: str) -> tuple[int, datetime] | None:
     """(uses_left, expires_at) of a token, its row locked for the rest of the transaction
     (FOR UPDATE on PostgreSQL; on SQLite the write transaction holds the write lock)."""
-    row = session.execute(
-        select(TokenRecord.uses_left, TokenRecord.expires_at)
-        .where(TokenRecord.id == token_id)
-        .with_for_update()
-    ).first()
+    # Core on the session's connection (no ORM objects): this runs in every enrollment batch.
+    row = (
+        session.connection()
+        .execute(
+            select(TokenRecord.uses_left, TokenRecord.expires_at)
+            .where(TokenRecord.id == token_id)
+            .with_for_update()
+        )
+        .first()
+    )
     return None if row is None else (row[0], row[1])
 
 
 def spend_uses(session: Session, token_id: str, count: int) -> None:
     """Spend `count` uses that the caller counted under lock_uses' lock."""
-    session.execute(
+    session.connection().execute(
         update(TokenRecord)
         .where(TokenRecord.id == token_id)
         .values(uses_left=TokenRecord.uses_left - count)
-        .execution_options(synchronize_session=False)
     )
