@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.ca.audit_chain import ChainEntry, entry_hash
@@ -37,15 +37,26 @@ class AuditFilter:
     until: datetime | None = None  # exclusive
 
 
+# Built once: they run in every write transaction that audits, and building a statement
+# costs more than executing it (Core on the session's connection, no ORM objects).
+_LOCK_HEAD = (
+    select(AuditChainRecord.last_id, AuditChainRecord.last_hash)
+    .where(AuditChainRecord.id == HEAD_ID)
+    .with_for_update()
+)
+_MOVE_HEAD = (
+    update(cast(Table, AuditChainRecord.__table__))
+    .where(AuditChainRecord.id == HEAD_ID)
+    .values(last_id=bindparam("new_last_id"), last_hash=bindparam("new_last_hash"))
+)
+_INSERT_ENTRIES = insert(cast(Table, AuditRecord.__table__))
+
+
 def lock_head(session: Session) -> tuple[int, str]:
     """The chain head's (last_id, last_hash), its row locked for the rest of the transaction
     (FOR UPDATE on PostgreSQL; on SQLite the write transaction began IMMEDIATE and holds the
-    database's write lock). Core statements on the session's connection: this runs in every
-    write transaction, and the ORM's object machinery cost several times the query."""
-    query = select(AuditChainRecord.last_id, AuditChainRecord.last_hash).where(
-        AuditChainRecord.id == HEAD_ID
-    )
-    row = session.connection().execute(query.with_for_update()).one_or_none()
+    database's write lock)."""
+    row = session.connection().execute(_LOCK_HEAD).one_or_none()
     if row is None:
         raise RuntimeError("the audit chain head is missing; run `mintca db upgrade`")
     return int(row[0]), str(row[1])
@@ -85,12 +96,8 @@ def append(session: Session, pending: Sequence[PendingEntry]) -> None:
         last_id, last_hash = entry.id, digest
     # One executemany for the whole batch (a group commit chains many entries at once).
     connection = session.connection()
-    connection.execute(insert(cast(Table, AuditRecord.__table__)), rows)
-    connection.execute(
-        update(cast(Table, AuditChainRecord.__table__))
-        .where(AuditChainRecord.id == HEAD_ID)
-        .values(last_id=last_id, last_hash=last_hash)
-    )
+    connection.execute(_INSERT_ENTRIES, rows)
+    connection.execute(_MOVE_HEAD, {"new_last_id": last_id, "new_last_hash": last_hash})
 
 
 def _escape_like(text: str) -> str:

@@ -302,7 +302,10 @@ def set_statuses(session: Session, changes: list[dict[str, Any]]) -> None:
         session.execute(update(CertificateRecord), changes)
 
 
+_INSERT_CERTIFICATES = insert(cast(Table, CertificateRecord.__table__))
+
+
 def insert_certificates(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Insert issued certificates' rows (dicts of CertificateRecord's columns, all with the
     same keys) in one executemany: no ORM object per row."""
-    session.execute(insert(cast(Table, CertificateRecord.__table__)), list(rows))
+    session.connection().execute(_INSERT_CERTIFICATES, list(rows))
