@@ -77,6 +77,7 @@ class Case:
     token: dict[str, Any] = field(default_factory=dict)  # overrides of TOKEN
     warm: bool = True  # the token's grant is cached (the route looked it up before)
     client: tuple[str, int] = LOOPBACK
+    https: bool = False  # the request came over TLS (the scope's scheme)
     burst: int | None = None  # a rate limit of this burst per address and token
     spend_first: bool = False  # one good enrollment first (then the same send is compared)
 
@@ -119,6 +120,9 @@ CASES = [
     pytest.param(
         Case(201, raw(lambda c: as_json({"csr": c}), "application/json; charset=utf-8"), fast=True),
         id="fast/201 charset parameter",
+    ),
+    pytest.param(
+        Case(201, body(), fast=True, client=ELSEWHERE, https=True), id="fast/201 TLS from elsewhere"
     ),
     pytest.param(Case(400, body(validity_days=31), fast=True), id="fast/400 validity over token"),
     pytest.param(Case(400, body(validity_days=0), fast=True), id="fast/400 validity zero"),
@@ -243,7 +247,8 @@ def make_side(
             }
         )
         limiter.__init__(limited)  # type: ignore[misc]  # same object, shared by both layers
-    with TestClient(app, client=case.client) as client:
+    base_url = "https://testserver" if case.https else "http://testserver"
+    with TestClient(app, base_url=base_url, client=case.client) as client:
         yield Side(client, token["token"], behind)
 
 
