@@ -8,9 +8,11 @@ from fastapi import APIRouter, Depends, FastAPI
 from starlette.types import ASGIApp
 
 from app.api.deps import get_peer, require_declared_role, require_json_writes
+from app.api.enroll_fast import EnrollFastPath
 from app.api.limits import BodySizeLimit
 from app.api.ocsp_fast import OCSPFastPath
 from app.api.problems import install_acme_problem_handlers, install_problem_handlers
+from app.api.ratelimit import EnrollmentLimiter
 from app.api.request_metrics import RequestMetrics
 from app.api.revoke_fast import RevokeFastPath
 from app.api.routes.acme import accounts as acme_accounts
@@ -74,12 +76,13 @@ def create_public_app(services: Services, *, timed: bool = True) -> FastAPI:
 
 
 def create_public_asgi(services: Services) -> ASGIApp:
-    """What the public listener serves: the public app behind the OCSP fast path, both timed
-    by one RequestMetrics layer (answers from the cache are requests too)."""
-    fast_path = OCSPFastPath(
-        create_public_app(services, timed=False), services.ocsp, services.clock
-    )
-    return RequestMetrics(fast_path, listener="public")
+    """What the public listener serves: the public app behind the enrollment and OCSP fast
+    paths, all timed by one RequestMetrics layer (answers from the cache are requests too)."""
+    public = create_public_app(services, timed=False)
+    fast_path = OCSPFastPath(public, services.ocsp, services.clock)
+    # One rate limiter for the enrollment fast path and the route behind it.
+    limiter = public.state.enroll_limiter = EnrollmentLimiter(services.settings)
+    return RequestMetrics(EnrollFastPath(fast_path, services, limiter), listener="public")
 
 
 def create_acme_app(services: Services) -> FastAPI:

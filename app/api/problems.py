@@ -44,8 +44,9 @@ def problem_response(status: int, slug: str, title: str, detail: str, **extra: A
     )
 
 
-def domain_error_response(exc: MintCAError) -> Response:
-    """A domain error's problem document (also for raw ASGI layers in front of the apps)."""
+def domain_problem(exc: MintCAError) -> Response:
+    """The answer to a domain error, for the app's handler and for fast paths outside the
+    app (which must answer byte for byte alike)."""
     if exc.status >= 500:
         log.error("%s: %s", exc.slug, exc.detail)
     response = problem_response(exc.status, exc.slug, exc.title, exc.detail)
@@ -55,7 +56,7 @@ def domain_error_response(exc: MintCAError) -> Response:
     return response
 
 
-def unexpected_error_response(exc: Exception) -> Response:
+def unexpected_problem(exc: BaseException) -> Response:
     # The cause goes to the log, never to the client.
     log.error("unexpected error", exc_info=exc)
     return problem_response(500, "internal-error", "Internal error", "an internal error occurred")
@@ -63,7 +64,7 @@ def unexpected_error_response(exc: Exception) -> Response:
 
 async def _domain_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, MintCAError)
-    return domain_error_response(exc)
+    return domain_problem(exc)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> Response:
@@ -88,7 +89,7 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(_request: Request, exc: Exception) -> Response:
-    return unexpected_error_response(exc)
+    return unexpected_problem(exc)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

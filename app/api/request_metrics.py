@@ -30,6 +30,8 @@ def route_template(scope: Scope) -> str:
         return "/ocsp/{encoded:path}"
     if raw.startswith("/admin/certificates/") and raw.endswith("/revoke"):
         return "/admin/certificates/{serial}/revoke"  # the revocation fast path
+    if raw == "/v1/certificates":  # the enrollment fast path (app.api.enroll_fast)
+        return "/v1/certificates"
     return UNMATCHED
 
 

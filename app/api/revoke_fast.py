@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.media import media_type_of
-from app.api.problems import domain_error_response, unexpected_error_response
+from app.api.problems import domain_problem, unexpected_problem
 from app.api.routes.mtls.admin import details
 from app.api.schemas import RevokeRequest
 from app.errors import MintCAError
@@ -105,9 +105,9 @@ class RevokeFastPath:
             )
             info = await asyncio.wrap_future(future)
         except MintCAError as exc:
-            return domain_error_response(exc)
+            return domain_problem(exc)
         except Exception as exc:  # what the app's last-resort handler does, too
-            return unexpected_error_response(exc)
+            return unexpected_problem(exc)
         answer = details(info, services, with_pem=False)
         return Response(answer.model_dump_json().encode(), media_type="application/json")
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.ca.audit_chain import ChainEntry, entry_hash
@@ -37,22 +37,39 @@ class AuditFilter:
     until: datetime | None = None  # exclusive
 
 
-def lock_head(session: Session) -> AuditChainRecord:
-    """The chain head, locked for the rest of the transaction (FOR UPDATE on PostgreSQL; on
-    SQLite the write transaction began IMMEDIATE and holds the database's write lock)."""
-    query = select(AuditChainRecord).where(AuditChainRecord.id == HEAD_ID).with_for_update()
-    head = session.scalars(query.execution_options(populate_existing=True)).one_or_none()
-    if head is None:
+# Built once: they run in every write transaction that audits, and building a statement
+# costs more than executing it (Core on the session's connection, no ORM objects).
+_LOCK_HEAD = (
+    select(AuditChainRecord.last_id, AuditChainRecord.last_hash)
+    .where(AuditChainRecord.id == HEAD_ID)
+    .with_for_update()
+)
+_MOVE_HEAD = (
+    update(cast(Table, AuditChainRecord.__table__))
+    .where(AuditChainRecord.id == HEAD_ID)
+    .values(last_id=bindparam("new_last_id"), last_hash=bindparam("new_last_hash"))
+)
+_INSERT_ENTRIES = insert(cast(Table, AuditRecord.__table__))
+
+
+def lock_head(session: Session) -> tuple[int, str]:
+    """The chain head's (last_id, last_hash), its row locked for the rest of the transaction
+    (FOR UPDATE on PostgreSQL; on SQLite the write transaction began IMMEDIATE and holds the
+    database's write lock)."""
+    row = session.connection().execute(_LOCK_HEAD).one_or_none()
+    if row is None:
         raise RuntimeError("the audit chain head is missing; run `mintca db upgrade`")
-    return head
+    return int(row[0]), str(row[1])
 
 
 def append(session: Session, pending: Sequence[PendingEntry]) -> None:
     """Chain and add the entries after the current head. Takes the head's lock: call it last
     in the transaction, so the lock is held only until the commit (and, being every
     transaction's last lock, it is never part of a deadlock)."""
-    head = lock_head(session)
-    last_id, last_hash = head.last_id, head.last_hash
+    if not pending:
+        return
+    last_id, last_hash = lock_head(session)
+    rows: list[dict[str, Any]] = []
     for item in pending:
         entry = ChainEntry(
             id=last_id + 1,
@@ -64,20 +81,23 @@ def append(session: Session, pending: Sequence[PendingEntry]) -> None:
             prev_hash=last_hash,
         )
         digest = entry_hash(entry)
-        session.add(
-            AuditRecord(
-                id=entry.id,
-                at=entry.at,
-                actor=entry.actor,
-                action=entry.action,
-                target=entry.target,
-                details=entry.details,
-                prev_hash=entry.prev_hash,
-                hash=digest,
-            )
+        rows.append(
+            {
+                "id": entry.id,
+                "at": entry.at,
+                "actor": entry.actor,
+                "action": entry.action,
+                "target": entry.target,
+                "details": entry.details,
+                "prev_hash": entry.prev_hash,
+                "hash": digest,
+            }
         )
         last_id, last_hash = entry.id, digest
-    head.last_id, head.last_hash = last_id, last_hash
+    # One executemany for the whole batch (a group commit chains many entries at once).
+    connection = session.connection()
+    connection.execute(_INSERT_ENTRIES, rows)
+    connection.execute(_MOVE_HEAD, {"new_last_id": last_id, "new_last_hash": last_hash})
 
 
 def _escape_like(text: str) -> str:

@@ -48,13 +48,17 @@ def set_active_issuer(session: Session, ca_id: str) -> None:
     session.execute(update(CARecord).where(CARecord.id == ca_id).values(active=True))
 
 
+_ACTIVE_ISSUER = (
+    select(CARecord.id).where(CARecord.kind == "issuing", CARecord.active.is_(True)).limit(1)
+)
+
+
 def active_issuer_id(session: Session) -> str | None:
     """The id of the issuing CA new certificates come from. The table holds a handful of
     rows, so this is cheap enough to ask on every enrollment: a rotation committed by any
     process is seen by the next request of every process."""
-    return session.scalar(
-        select(CARecord.id).where(CARecord.kind == "issuing", CARecord.active.is_(True)).limit(1)
-    )
+    # Built once, run as Core on the session's connection: every enrollment batch asks.
+    return session.connection().scalar(_ACTIVE_ISSUER)
 
 
 def ca_states(session: Session) -> list[tuple[str, bool]]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, Table, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import CertificateRecord
@@ -362,3 +362,12 @@ def set_statuses(session: Session, changes: list[dict[str, Any]]) -> None:
     `serial` and the columns to set)."""
     if changes:
         session.execute(update(CertificateRecord), changes)
+
+
+_INSERT_CERTIFICATES = insert(cast(Table, CertificateRecord.__table__))
+
+
+def insert_certificates(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert issued certificates' rows (dicts of CertificateRecord's columns, all with the
+    same keys) in one executemany: no ORM object per row."""
+    session.connection().execute(_INSERT_CERTIFICATES, list(rows))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import TokenRecord
@@ -34,22 +34,27 @@ def spend_use(session: Session, token_id: str, now: datetime) -> bool:
     return result.first() is not None
 
 
+# Built once: these run in every enrollment batch, and building a statement costs more than
+# executing it (Core on the session's connection, no ORM objects).
+_LOCK_USES = (
+    select(TokenRecord.uses_left, TokenRecord.expires_at)
+    .where(TokenRecord.id == bindparam("token_id"))
+    .with_for_update()
+)
+_SPEND_USES = (
+    update(TokenRecord)
+    .where(TokenRecord.id == bindparam("token_id"))
+    .values(uses_left=TokenRecord.uses_left - bindparam("count"))
+)
+
+
 def lock_uses(session: Session, token_id: str) -> tuple[int, datetime] | None:
     """(uses_left, expires_at) of a token, its row locked for the rest of the transaction
     (FOR UPDATE on PostgreSQL; on SQLite the write transaction holds the write lock)."""
-    row = session.execute(
-        select(TokenRecord.uses_left, TokenRecord.expires_at)
-        .where(TokenRecord.id == token_id)
-        .with_for_update()
-    ).first()
+    row = session.connection().execute(_LOCK_USES, {"token_id": token_id}).first()
     return None if row is None else (row[0], row[1])
 
 
 def spend_uses(session: Session, token_id: str, count: int) -> None:
     """Spend `count` uses that the caller counted under lock_uses' lock."""
-    session.execute(
-        update(TokenRecord)
-        .where(TokenRecord.id == token_id)
-        .values(uses_left=TokenRecord.uses_left - count)
-        .execution_options(synchronize_session=False)
-    )
+    session.connection().execute(_SPEND_USES, {"token_id": token_id, "count": count})

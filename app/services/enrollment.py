@@ -3,6 +3,7 @@ and store the certificate together."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -24,7 +25,7 @@ from app.ca.serials import format_serial
 from app.clock import Clock
 from app.db.engine import Database
 from app.errors import ProfileViolationError, TokenRejectedError
-from app.services.certificates import sign_leaf, store_certificate
+from app.services.certificates import queue_certificate, sign_leaf
 from app.services.group_commit import GroupCommitter
 from app.services.keyring import Authority, Keyring, confirmed_active_issuer
 from app.services.token_spends import spend_use
@@ -96,6 +97,31 @@ class EnrollmentService:
             NameNotAllowedError: a name outside the token's names.
         """
         grant = self._tokens.authenticate_for_enrollment(token)
+        return self.start(
+            grant,
+            token=token or "",
+            csr_data=csr_data,
+            profile=profile,
+            validity_days=validity_days,
+        ).result()
+
+    def start(
+        self,
+        grant: TokenGrant,
+        *,
+        token: str,
+        csr_data: bytes | str,
+        profile: str | None = None,
+        validity_days: int | None = None,
+    ) -> Future[IssuedCertificate]:
+        """`enroll` for an authenticated token's grant, without waiting for the commit: checks
+        and signs in the caller's thread (no query, so an event loop may call it), then hands
+        the write to the group commit. The future resolves after the commit.
+
+        Raises:
+            as `enroll` (the future raises TokenRejectedError when the spend is refused, and
+            the commit's errors).
+        """
         csr = load_csr(csr_data)
         public_key = check_csr(csr)
         profile_name = profile or grant.profiles[0]
@@ -139,7 +165,7 @@ class EnrollmentService:
             certificate = signed if active.ca_id == authority.ca_id else sign(active)
             if not spend_use(session, grant.id, now):
                 raise TokenRejectedError("the token is unknown, expired or used up")
-            store_certificate(
+            queue_certificate(
                 session,
                 certificate,
                 ca_id=active.ca_id,
@@ -152,10 +178,24 @@ class EnrollmentService:
             return active, certificate
 
         # Many enrollments share one commit; the 201 goes out only after it (README).
-        try:
-            authority, certificate = self._committer.submit(store)
-        except TokenRejectedError:
-            self._tokens.forget(token or "")
-            raise
-        serial = format_serial(certificate.serial_number)
-        return IssuedCertificate(serial, certificate, self._keyring.chain(authority), chosen.name)
+        committed = self._committer.submit_nowait(store)
+        issued: Future[IssuedCertificate] = Future()
+
+        def finish(done: Future[tuple[Authority, x509.Certificate]]) -> None:
+            error = done.exception()
+            if error is not None:
+                if isinstance(error, TokenRejectedError):
+                    self._tokens.forget(token)
+                issued.set_exception(error)
+                return
+            try:
+                active, certificate = done.result()
+                chain = self._keyring.chain(active)
+            except Exception as exc:  # resolve the future whatever happens, or a caller hangs
+                issued.set_exception(exc)
+                return
+            serial = format_serial(certificate.serial_number)
+            issued.set_result(IssuedCertificate(serial, certificate, chain, chosen.name))
+
+        committed.add_done_callback(finish)
+        return issued

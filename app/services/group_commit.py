@@ -63,6 +63,16 @@ class GroupCommitter:
             when the shared transaction failed (then nothing of it is stored).
             ServiceUnavailableError: the committer is closed.
         """
+        result: T = self.submit_nowait(write).result()
+        return result
+
+    def submit_nowait(self, write: Callable[[Session], T]) -> Future[T]:
+        """`submit` without waiting: the future resolves (or fails) after the shared commit,
+        so an event loop can await it (asyncio.wrap_future) instead of parking a thread.
+
+        Raises:
+            ServiceUnavailableError: the committer is closed.
+        """
         pending = _Pending(write)
         with self._lock:
             if self._closed:
@@ -74,8 +84,7 @@ class GroupCommitter:
                 )
                 self._thread.start()
             self._queue.put(pending)
-        result: T = pending.future.result()
-        return result
+        return pending.future
 
     def queued(self) -> int:
         """Writes waiting for the writer (not counting the batch it is committing)."""

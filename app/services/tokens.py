@@ -150,6 +150,11 @@ class TokenService:
         Raises:
             TokenRejectedError: as `authenticate`.
         """
+        return self.cached_grant(secret) or self.authenticate(secret)
+
+    def cached_grant(self, secret: str | None) -> TokenGrant | None:
+        """The grant this process saw for the token within GRANT_CACHE_SECONDS and not yet
+        expired, from memory only (no query: safe on an event loop); None otherwise."""
         cached = self._grants.get(hash_secret(secret)) if secret else None
         if (
             cached is not None
@@ -157,7 +162,7 @@ class TokenService:
             and cached[0].expires_at > self._clock.now()
         ):
             return cached[0]
-        return self.authenticate(secret)
+        return None
 
     def forget(self, secret: str) -> None:
         """Drop a token's cached grant (its spend failed: used up or expired), so its next

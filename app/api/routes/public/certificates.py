@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
+from cryptography import x509
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import State
 from starlette.responses import Response
 
 from app.api.deps import ServicesDep
@@ -20,11 +23,17 @@ from app.services.enrollment import IssuedCertificate
 router = APIRouter(prefix="/v1/certificates", tags=["certificates"])
 
 
+@functools.lru_cache(maxsize=64)
+def _ca_pem(certificate: x509.Certificate) -> str:
+    """CA certificates are few and never change: each is PEM-encoded once per process."""
+    return pem(certificate)
+
+
 def issued_response(issued: IssuedCertificate) -> IssuedResponse:
     return IssuedResponse(
         serial=issued.serial,
         certificate=pem(issued.certificate),
-        chain=[pem(c) for c in issued.chain],
+        chain=[_ca_pem(c) for c in issued.chain],
         not_before=issued.certificate.not_valid_before_utc,
         not_after=issued.certificate.not_valid_after_utc,
         profile=issued.profile,
@@ -42,17 +51,17 @@ def is_loopback(host: str | None) -> bool:
     return address.is_loopback
 
 
-def check_transport(request: Request, settings: Settings) -> None:
+def check_transport(scheme: str | None, client_host: str | None, settings: Settings) -> None:
     """A token is a credential: it travels only over TLS, except from loopback when the
     operator allowed it (MINTCA_ALLOW_INSECURE_TOKENS=true, for a first local session).
+    `scheme` is the ASGI scope's (uvicorn says https for TLS connections only).
 
     Raises:
         TLSRequiredError: plain HTTP from anywhere else.
     """
-    if request.scope.get("scheme") == "https":  # uvicorn sets it for TLS connections only
+    if scheme == "https":
         return
-    client = request.client.host if request.client else None
-    if settings.allow_insecure_tokens and is_loopback(client):
+    if settings.allow_insecure_tokens and is_loopback(client_host):
         return
     raise TLSRequiredError(
         "enrollment tokens are accepted only over TLS (MINTCA_PUBLIC_TLS=true); plain HTTP "
@@ -60,19 +69,27 @@ def check_transport(request: Request, settings: Settings) -> None:
     )
 
 
-def _limiter(request: Request, settings: Settings) -> EnrollmentLimiter:
-    """One limiter per app, made on the first enrollment (this route runs on the event
-    loop, so no two requests make it at once)."""
-    state = request.app.state
+def enrollment_limiter(state: State, settings: Settings) -> EnrollmentLimiter:
+    """The app's one limiter (`state.enroll_limiter`), made on first use unless the enrollment
+    fast path in front of the app made it first, to share it. Only the event loop calls this,
+    so no two callers make it at once."""
     limiter: EnrollmentLimiter | None = getattr(state, "enroll_limiter", None)
     if limiter is None:
         limiter = state.enroll_limiter = EnrollmentLimiter(settings)
     return limiter
 
 
-def _bearer(request: Request) -> str | None:
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+def bearer_token(authorization: str) -> str | None:
+    """The credentials of an `Authorization: Bearer ...` header value, else None."""
+    scheme, _, credentials = authorization.partition(" ")
     return credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+
+
+def issued_json(issued: IssuedCertificate) -> Response:
+    """The 201 of a JSON enrollment (the route's and the fast path's)."""
+    return Response(
+        issued_response(issued).model_dump_json(), status_code=201, media_type="application/json"
+    )
 
 
 @router.post(
@@ -91,11 +108,10 @@ def _bearer(request: Request) -> str | None:
 async def enroll(request: Request, services: ServicesDep) -> Response:
     """Enroll a CSR with `Authorization: Bearer <token>`: JSON in, JSON out; or a raw
     `application/pkcs10` body (PEM or DER) in, `application/pem-certificate-chain` out."""
-    check_transport(request, services.settings)
-    token = _bearer(request)
-    _limiter(request, services.settings).check(
-        request.client.host if request.client else None, token
-    )
+    client_host = request.client.host if request.client else None
+    check_transport(request.scope.get("scheme"), client_host, services.settings)
+    token = bearer_token(request.headers.get("authorization", ""))
+    enrollment_limiter(request.app.state, services.settings).check(client_host, token)
     media_type = media_type_of(request.headers.get("content-type"))
     if media_type not in ("application/json", PKCS10):
         raise UnsupportedMediaTypeError(
@@ -118,9 +134,7 @@ async def enroll(request: Request, services: ServicesDep) -> Response:
         profile=payload.profile,
         validity_days=payload.validity_days,
     )
-    return Response(
-        issued_response(issued).model_dump_json(), status_code=201, media_type="application/json"
-    )
+    return issued_json(issued)
 
 
 def _describe(exc: ValidationError) -> str:
