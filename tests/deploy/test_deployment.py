@@ -27,9 +27,8 @@ README = ROOT / "README.md"
 REPLICAS = ("mintca-1", "mintca-2")
 KEK_SECRET = "mintca_kek"
 MINTCA_VARIABLE = re.compile(r"\bMINTCA_[A-Z0-9_]+\b")
-# Variables the README names that are not settings: the test suite's database, and the
-# token `mintca enroll` reads from the environment.
-# Variables the README names that configure the tests, not the server.
+# Variables the README names that are not settings: the test suite's database and fuzzing
+# depth, and the token `mintca enroll` reads from the environment.
 NOT_SETTINGS = {"MINTCA_TEST_DATABASE_URL", "MINTCA_TOKEN", "MINTCA_FUZZ_EXAMPLES"}
 
 
