@@ -262,18 +262,26 @@ class Keyring:
             for kek in self._keks:
                 if kek_id(kek) == wanted:
                     return kek
-            if not self._refresh_keks(wanted):
+            # The id comes from the database, not from a client: wait out the reload
+            # interval rather than fail (a process younger than it, or one that reloaded
+            # just before the rotation's commit, would otherwise refuse for up to a second).
+            if not self._refresh_keks(wanted, wait=True):
                 break
         raise ServiceUnavailableError(
             f"the keys are wrapped under KEK {wanted}, which this process does not have"
         )
 
-    def _refresh_keks(self, wanted: str | None) -> bool:
-        """Read the KEK sources again when `wanted` is a KEK id we lack; True if it changed."""
+    def _refresh_keks(self, wanted: str | None, *, wait: bool = False) -> bool:
+        """Read the KEK sources again when `wanted` is a KEK id we lack; True if it changed.
+        At most once per KEK_RELOAD_INTERVAL_SECONDS: sooner, it returns False, or with `wait`
+        sleeps until the interval has passed."""
         if self._reload_keks is None or wanted in {kek_id(k) for k in self._keks}:
             return False
-        if time.monotonic() - self._keks_loaded_at < KEK_RELOAD_INTERVAL_SECONDS:
-            return False
+        early = KEK_RELOAD_INTERVAL_SECONDS - (time.monotonic() - self._keks_loaded_at)
+        if early > 0:
+            if not wait:
+                return False
+            time.sleep(early)
         try:
             keks = self._reload_keks()
         except ConfigurationError:

@@ -242,7 +242,7 @@ def test_kek_rotate_under_load_fails_no_request_and_the_old_kek_unwraps_nothing(
             thread.join(timeout=PROCESS_TIMEOUT)
 
     assert rotation.returncode == 0, rotation.stderr
-    assert load.failures == [], load.failures[:5]
+    assert load.failures == [], (load.failures[:5], two_workers.log()[-6000:])
     assert min(load.enrolled_after, load.ocsp_after) >= AFTER_ROTATION, (
         load.enrolled_after,
         load.ocsp_after,
