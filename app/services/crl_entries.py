@@ -87,6 +87,9 @@ class _Entries:
     # entry DER or None once released); the delta CRL's source. None until a delta asks.
     changes_floor: int | None = None
     changes: dict[str, tuple[int, bytes | None]] = field(default_factory=dict)
+    # When `changes` was carried over from entries of an earlier full CRL (another process
+    # published since): the number it is complete up to; the catch-up reads from there.
+    changes_as_of: int | None = None
 
     def runs(self) -> list[bytes]:
         """The entries as runs of DER to join, for revokedCertificates (in no order: RFC
@@ -236,7 +239,13 @@ class CRLEntries:
         parts = [cached[i] if i in cached else _Part(i, fetched[i]) for i in ids]
         # The cutoff that CRL used: its thisUpdate less one validity (see CRLService.publish).
         cutoff = layout.this_update - self._validity
-        return _Entries(as_of=layout.number, cutoff=cutoff, parts=parts, listed=listed)
+        adopted = _Entries(as_of=layout.number, cutoff=cutoff, parts=parts, listed=listed)
+        if kept is not None and kept.changes_floor is not None and kept.as_of < layout.number:
+            # Keep the delta's changes too: with several workers publishing in turn, reading
+            # every change since the delta's base again each time was most of a publication.
+            adopted.changes_floor, adopted.changes = kept.changes_floor, kept.changes
+            adopted.changes_as_of = kept.as_of
+        return adopted
 
     @staticmethod
     def _load(session: Session, ca_id: str, *, number: int, cutoff: datetime) -> _Entries:
@@ -258,15 +267,21 @@ class CRLEntries:
     ) -> None:
         cuts: set[bytes] = set()
         adds: dict[bytes, bytes] = {}
-        changes = certificate_queries.status_changes_since(session, ca_id, entries.as_of)
+        since = entries.as_of
+        if entries.changes_floor is not None and entries.changes_as_of is not None:
+            since = min(since, entries.changes_as_of)
+        entries.changes_as_of = None
+        changes = certificate_queries.status_changes_since(session, ca_id, since)
         for serial, entry, not_after, changed_in in changes:
+            if entries.changes_floor is not None:
+                entries.changes[serial] = (changed_in, entry)
+            if changed_in <= entries.as_of:
+                continue  # already in the adopted full CRL's parts
             key = serial_key(serial)
             if key in entries.listed:
                 cuts.add(key)  # released, or listed anew (a hold moved to a final reason)
             if entry is not None and not_after > cutoff:
                 adds[key] = entry
-            if entries.changes_floor is not None:
-                entries.changes[serial] = (changed_in, entry)
         if cutoff > entries.cutoff:
             expired = certificate_queries.revoked_expiring_between(
                 session, ca_id, entries.cutoff, cutoff

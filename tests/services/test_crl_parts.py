@@ -224,3 +224,60 @@ def test_readers_during_publications_always_get_a_whole_signed_crl(
     assert not errors, errors
     assert [n for n, _ in seen] == sorted(n for n, _ in seen), seen
     assert all(size == number - seen[0][0] + seen[0][1] for number, size in seen), seen
+
+
+def delta_as_from_scratch(services: Services, ca_id: str) -> None:
+    """The served delta CRL lists exactly the certificates whose status changed after its
+    base: the stored entry of each revoked one, removeFromCRL for each released hold."""
+    delta = x509.load_der_x509_crl(services.crls.latest(ca_id, delta=True).der)
+    base = delta.extensions.get_extension_for_class(x509.DeltaCRLIndicator).value.crl_number
+    served = {
+        f"{entry.serial_number:x}": (
+            "removeFromCRL"
+            if entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+            == x509.ReasonFlags.remove_from_crl
+            else "revoked"
+        )
+        if any(isinstance(e.value, x509.CRLReason) for e in entry.extensions)
+        else "revoked"
+        for entry in delta
+    }
+    with services.db.read() as session:
+        rows = session.execute(
+            select(CertificateRecord.serial, CertificateRecord.crl_entry).where(
+                CertificateRecord.ca_id == ca_id, CertificateRecord.status_crl_number > base
+            )
+        ).all()
+    expected = {
+        format(int(serial, 16), "x"): "revoked" if entry is not None else "removeFromCRL"
+        for serial, entry in rows
+    }
+    assert served == expected, (base, served, expected)
+
+
+def test_deltas_stay_right_when_processes_publish_in_turn(
+    services: Services, initialised_settings: Settings, clock: FixedClock
+) -> None:
+    """Two processes publishing by turns each carry their delta's changes over what the
+    other published (they are not read again from the delta's base every time): each delta
+    still lists every change since its base, holds released included."""
+    ca_id = services.keyring.active_issuer().ca_id
+    issued = [enroll_via_services(services) for _ in range(8)]
+    other = Services(initialised_settings, clock=clock)
+    try:
+        steps = [
+            (services, lambda s, c: revoke(s, c.serial, "certificateHold")),
+            (other, lambda s, c: revoke(s, c.serial, "keyCompromise")),
+            (services, lambda s, c: revoke(s, c.serial, "superseded")),
+            (other, lambda s, c: s.revocation.unhold(issued[0].serial, actor="test")),
+            (services, lambda s, c: revoke(s, c.serial, "certificateHold")),
+            (other, lambda s, c: revoke(s, issued[4].serial, "keyCompromise")),
+            (services, lambda s, c: revoke(s, c.serial)),
+        ]
+        for (process, step), certificate in zip(steps, issued, strict=False):
+            step(process, certificate)
+            clock.advance(seconds=5)
+            delta_as_from_scratch(process, ca_id)
+            delta_as_from_scratch(services if process is other else other, ca_id)
+    finally:
+        other.close()
