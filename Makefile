@@ -4,8 +4,10 @@
 #   make test    pytest; extra arguments in PYTEST_ARGS, e.g. make test PYTEST_ARGS='-k tokens -x'
 #   make lint    ruff, ruff format --check, mypy --strict, import contracts
 #   make check   lint, then test: what CI runs
-#   make bench   the benchmarks of bench/ (OCSP and enrollment against OpenSSL's responder
-#                and the issue's targets, CRLs, CLI start-up, serve -> /ready); each prints a table
+#   make bench   the benchmarks of bench/ (OCSP against OpenSSL's responder, enrollment against
+#                CFSSL, CRLs, revocations, CLI start-up, serve -> /ready); each prints a table.
+#                Needs wrk, openssl and golang-cfssl (Debian); PostgreSQL rows run when
+#                MINTCA_TEST_DATABASE_URL is set
 
 PYTHON ?= python3
 VENV ?= .venv

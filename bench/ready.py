@@ -275,7 +275,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--postgresql", default=None, help="a PostgreSQL URL; none: skip that row")
+    parser.add_argument(
+        "--postgresql",
+        default=os.environ.get("MINTCA_TEST_DATABASE_URL"),
+        help="a PostgreSQL URL (default: $MINTCA_TEST_DATABASE_URL); none: skip that row",
+    )
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of one more start here")
     args = parser.parse_args()
     if args.profile and not (ROOT / ".venv" / "bin" / "py-spy").exists():

@@ -271,7 +271,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="client processes")
     parser.add_argument("--connections", type=int, default=8, help="per client process")
     parser.add_argument("postgresql_url", nargs="?", help="the same as --postgresql")
-    parser.add_argument("--postgresql", default=None, help="a PostgreSQL URL; none: skip that row")
+    parser.add_argument(
+        "--postgresql",
+        default=os.environ.get("MINTCA_TEST_DATABASE_URL"),
+        help="a PostgreSQL URL (default: $MINTCA_TEST_DATABASE_URL); none: skip that row",
+    )
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument(
         "--wall", action="store_true", help="profile every thread's wall time (py-spy --idle)"
@@ -280,7 +284,7 @@ def main() -> None:
         "--profile", help="py-spy raw (collapsed) stacks of the window to this file"
     )
     args = parser.parse_args()
-    args.postgresql = args.postgresql or args.postgresql_url
+    args.postgresql = args.postgresql_url or args.postgresql
     lines = [
         f"single revocations over the admin API: {args.clients} x {args.connections} keep-alive "
         f"mTLS connections, {args.workers} worker(s), {args.duration} s measured",
