@@ -13,9 +13,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.limits import MAX_BODY_BYTES
+from app.api.limits import MAX_BODY_BYTES, read_body
 from app.api.media import media_type_of
 from app.api.problems import domain_problem, unexpected_problem
 from app.api.ratelimit import EnrollmentLimiter
@@ -131,38 +131,3 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _refuse(constant: str) -> NoReturn:
     raise ValueError(f"{constant} is not JSON")
-
-
-async def read_body(scope: Scope, receive: Receive) -> tuple[bytes | None, Receive]:
-    """The whole body, and a `receive` that replays it for the app behind; (None, a replaying
-    `receive`) when it is declared or turns out larger than the limit, or the client left:
-    the app behind then answers as it would have."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
-            return None, receive
-    messages: list[Message] = []
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            return None, _replay(messages, receive)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        chunks.append(chunk)
-        if size > MAX_BODY_BYTES:
-            return None, _replay(messages, receive)
-        if not message.get("more_body", False):
-            return b"".join(chunks), _replay(messages, receive)
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    pending = list(messages)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay

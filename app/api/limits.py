@@ -1,6 +1,7 @@
 """A request body limit as a small ASGI wrapper: it checks Content-Length and counts streamed
 bytes, raising PayloadTooLargeError inside the route that reads the body (so JSON routes
-answer 413 problem+json and the OCSP route answers malformedRequest)."""
+answer 413 problem+json and the OCSP route answers malformedRequest); and `read_body`, with
+which the raw ASGI fast paths read a body they may still hand to the app."""
 
 from __future__ import annotations
 
@@ -36,3 +37,41 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+async def read_body(
+    scope: Scope, receive: Receive, *, limit: int = MAX_BODY_BYTES
+) -> tuple[bytes | None, Receive]:
+    """The whole body, and a `receive` that replays what was read for the app behind; (None,
+    a replaying `receive`) when the body is declared or turns out larger than `limit`, or the
+    client left: a fast path then hands the request on, and the app answers as it would
+    have (its own limit included)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+            return None, receive
+    messages: list[Message] = []
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return None, _replay(messages, receive)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        chunks.append(chunk)
+        if size > limit:
+            return None, _replay(messages, receive)
+        if not message.get("more_body", False):
+            return b"".join(chunks), _replay(messages, receive)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay

@@ -7,9 +7,9 @@ answers before uvicorn builds a request cycle."""
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.limits import MAX_BODY_BYTES
+from app.api.limits import read_body
 from app.api.ocsp_http import Headers, decode_get_request, response_headers
 from app.api.request_metrics import observe_request
 from app.clock import Clock
@@ -60,44 +60,10 @@ class OCSPFastPath:
             if method == "GET":
                 found = self._answers.find(method, scope["path"], None)
             elif method == "POST" and scope["path"] == "/ocsp":
-                body, receive = await _read_body(scope, receive)
+                body, receive = await read_body(scope, receive)
                 found = self._answers.find(method, scope["path"], body)
             if found is not None:
                 await send({"type": "http.response.start", "status": 200, "headers": found[0]})
                 await send({"type": "http.response.body", "body": found[1]})
                 return
         await self.app(scope, receive, send)
-
-
-async def _read_body(scope: Scope, receive: Receive) -> tuple[bytes | None, Receive]:
-    """The whole body, and a `receive` that replays it for the app behind; (None, receive
-    untouched) when it is declared larger than the limit, which the app then enforces."""
-    for name, value in scope["headers"]:
-        if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY_BYTES):
-            return None, receive
-    messages: list[Message] = []
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            return None, _replay(messages, receive)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        chunks.append(chunk)
-        if size > MAX_BODY_BYTES:
-            return None, _replay(messages, receive)
-        if not message.get("more_body", False):
-            return b"".join(chunks), _replay(messages, receive)
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    pending = list(messages)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay

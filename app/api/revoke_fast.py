@@ -20,8 +20,9 @@ import re
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.limits import read_body
 from app.api.media import media_type_of
 from app.api.problems import domain_problem, unexpected_problem
 from app.api.routes.mtls.admin import details
@@ -57,7 +58,7 @@ class RevokeFastPath:
         if peer is None or peer.role < Role.OPERATOR or not _is_json(scope):
             await self.app(scope, receive, send)
             return
-        body, receive = await _read_body(scope, receive)
+        body, receive = await read_body(scope, receive, limit=MAX_FAST_BODY_BYTES)
         request = _revoke_request(body)
         if request is None:
             await self.app(scope, receive, send)
@@ -129,34 +130,3 @@ def _revoke_request(body: bytes | None) -> RevokeRequest | None:
         return RevokeRequest.model_validate(json.loads(body))
     except (ValueError, ValidationError):  # json's errors are ValueErrors
         return None
-
-
-async def _read_body(scope: Scope, receive: Receive) -> tuple[bytes | None, Receive]:
-    """The whole body, and a `receive` that replays what was read for the app behind; None
-    for a body over MAX_FAST_BODY_BYTES, which the app then reads and judges."""
-    messages: list[Message] = []
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            return None, _replay(messages, receive)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        chunks.append(chunk)
-        if size > MAX_FAST_BODY_BYTES:
-            return None, _replay(messages, receive)
-        if not message.get("more_body", False):
-            return b"".join(chunks), _replay(messages, receive)
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    pending = list(messages)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay
