@@ -7,7 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 from starlette.types import ASGIApp
 
-from app.api.deps import get_peer, require_declared_role, require_json_writes
+from app.api.deps import (
+    get_peer,
+    reject_nul_in_query,
+    require_declared_role,
+    require_json_writes,
+)
 from app.api.enroll_fast import EnrollFastPath
 from app.api.limits import BodySizeLimit
 from app.api.ocsp_fast import OCSPFastPath
@@ -55,7 +60,8 @@ def _app(
 ) -> FastAPI:
     """`listener` names the app in the latency histogram; None leaves timing to a layer
     outside the app."""
-    app = FastAPI(title=title, version="0.1.0", **kwargs)
+    dependencies = [*kwargs.pop("dependencies", []), Depends(reject_nul_in_query)]
+    app = FastAPI(title=title, version="0.1.0", dependencies=dependencies, **kwargs)
     app.state.services = services
     install_problem_handlers(app)
     for router in routers:
@@ -88,7 +94,13 @@ def create_public_asgi(services: Services) -> ASGIApp:
 def create_acme_app(services: Services) -> FastAPI:
     """RFC 8555 under /acme: its own problem types (urn:ietf:params:acme:error:*) and a fresh
     Replay-Nonce on every answer, errors included."""
-    app = FastAPI(title="MintCA ACME", version="0.1.0", openapi_url=None, docs_url=None)
+    app = FastAPI(
+        title="MintCA ACME",
+        version="0.1.0",
+        openapi_url=None,
+        docs_url=None,
+        dependencies=[Depends(reject_nul_in_query)],
+    )
     app.state.services = services
     install_acme_problem_handlers(app)
     for router in ACME_ROUTERS:

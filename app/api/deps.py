@@ -10,7 +10,12 @@ from cryptography import x509
 from fastapi import Depends, Request
 
 from app.api.media import media_type_of
-from app.errors import PeerRejectedError, PermissionDeniedError, UnsupportedMediaTypeError
+from app.errors import (
+    InvalidRequestError,
+    PeerRejectedError,
+    PermissionDeniedError,
+    UnsupportedMediaTypeError,
+)
 from app.services.container import Services
 from app.services.peers import Peer, Role
 
@@ -20,6 +25,16 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def reject_nul_in_query(request: Request) -> None:
+    """PostgreSQL text cannot hold NUL (SQLite can): refuse it here, the same on both
+    databases, before a search term reaches a LIKE.
+
+    Raises:
+    InvalidRequestError: a query parameter contains U+0000."""
+    if any("\x00" in value for _name, value in request.query_params.multi_items()):
+        raise InvalidRequestError("query parameters must not contain NUL (U+0000) characters")
 
 
 def peer_certificate(request: Request) -> x509.Certificate | None:

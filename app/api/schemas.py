@@ -5,14 +5,25 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from app.ca.keys import KeyType
 from app.services.tokens import MAX_TOKEN_TTL
 
 
 class _Strict(BaseModel):
+    """A request body: unknown fields and NUL characters are refused (400). PostgreSQL text
+    cannot hold U+0000 and SQLite can; refusing it here keeps both the same."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        strings = value if isinstance(value, list) else [value]
+        if any(isinstance(s, str) and "\x00" in s for s in strings):
+            raise ValueError("must not contain NUL (U+0000) characters")
+        return value
 
 
 class EnrollRequest(_Strict):
@@ -172,10 +183,8 @@ class BulkRevocationResponse(BaseModel):
     crl_numbers: dict[str, int] = Field(description="CA id -> the CRL that lists them")
 
 
-class AcmeEabCreateRequest(BaseModel):
+class AcmeEabCreateRequest(_Strict):
     """`POST /admin/acme/eab`: what accounts bound to the credential may order."""
-
-    model_config = ConfigDict(extra="forbid")
 
     names: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
         min_length=1, max_length=100

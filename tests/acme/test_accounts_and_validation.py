@@ -72,6 +72,8 @@ def test_bad_bindings_are_refused(
 def test_contacts_are_mailto_only(account: AcmeClient) -> None:
     problem(account.post(account.kid or "", {"contact": ["tel:+1"]}), 400, "unsupportedContact")
     problem(account.post(account.kid or "", {"contact": "mailto:a@b.c"}), 400, "malformed")
+    nul = {"contact": ["mailto:a\x00@b.c"]}  # PostgreSQL stores no U+0000
+    problem(account.post(account.kid or "", nul), 400, "invalidContact")
     problem(account.post(account.kid or "", {"status": "valid"}), 400, "malformed")
     updated = account.post(account.kid or "", {"contact": ["mailto:ops@example.internal"]})
     assert updated.json()["contact"] == ["mailto:ops@example.internal"], updated.text

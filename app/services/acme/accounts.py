@@ -266,4 +266,6 @@ def _contact(value: object) -> list[str]:
     for item in value:
         if not item.startswith("mailto:"):
             raise AcmeProblemError("unsupportedContact", f"only mailto: contacts: {item!r}")
+        if not item.isprintable():  # control characters, NUL among them, are no address
+            raise AcmeProblemError("invalidContact", f"not an address: {item!r}")
     return list(value)
