@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 from app.ca.keys import KeyType
 from app.services.tokens import MAX_TOKEN_TTL
+
+
+def _in_utc(value: datetime) -> datetime:
+    """No zone means UTC. A time with no UTC equivalent in Python's range (year 1 east of
+    Greenwich, 9999 west of it) is refused here rather than overflowing at the database."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+
+
+# A time from a client, in UTC: `since`/`until` take one without a zone, bodies need a zone.
+UTCTime = Annotated[datetime, AfterValidator(_in_utc)]
+AwareUTCTime = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 class _Strict(BaseModel):
@@ -102,7 +125,7 @@ class CertificatePage(BaseModel):
 
 class RevokeRequest(_Strict):
     reason: str = Field(description="an RFC 5280 reason name, e.g. keyCompromise")
-    invalidity_date: AwareDatetime | None = None
+    invalidity_date: AwareUTCTime | None = None
 
 
 class CAResponse(BaseModel):
@@ -166,8 +189,8 @@ class RevocationFilterRequest(_Strict):
     profile: str | None = Field(default=None, max_length=32)
     q: str | None = Field(default=None, max_length=256, description="name substring")
     token_id: str | None = Field(default=None, max_length=32)
-    issued_before: AwareDatetime | None = None
-    issued_after: AwareDatetime | None = None
+    issued_before: AwareUTCTime | None = None
+    issued_after: AwareUTCTime | None = None
 
 
 class BulkRevocationRequest(_Strict):

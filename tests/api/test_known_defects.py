@@ -65,3 +65,41 @@ def test_a_search_without_nul_still_answers(admin_client: TestClient) -> None:
 
     assert answer.status_code == 200, answer.text
     assert answer.json()["items"] == []
+
+
+# Times with no UTC equivalent in Python's range overflowed at the database column (500).
+OUT_OF_RANGE = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE)
+@pytest.mark.parametrize("name", ["since", "until"])
+def test_an_audit_time_beyond_utc_range_is_a_400(
+    admin_client: TestClient, name: str, value: str
+) -> None:
+    answer = admin_client.get("/admin/audit", params={name: value})
+
+    assert answer.status_code == 400, answer.text
+    assert "out of range" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00", "9999-12-31T23:59:59.999999Z"])
+def test_audit_times_at_the_ends_of_the_range_still_answer(
+    admin_client: TestClient, value: str
+) -> None:
+    assert admin_client.get("/admin/audit", params={"since": value}).status_code == 200
+    assert admin_client.get("/admin/audit", params={"until": value}).status_code == 200
+
+
+@pytest.mark.parametrize("value", OUT_OF_RANGE)
+def test_body_times_beyond_utc_range_are_a_400(admin_client: TestClient, value: str) -> None:
+    bulk = admin_client.post(
+        "/admin/revocations",
+        json={"filter": {"issued_before": value}, "reason": "superseded"},
+    )
+    revoke = admin_client.post(
+        "/admin/certificates/01/revoke", json={"reason": "superseded", "invalidity_date": value}
+    )
+
+    assert bulk.status_code == 400, bulk.text
+    assert revoke.status_code == 400, revoke.text
+    assert "out of range" in bulk.text and "out of range" in revoke.text

@@ -4,7 +4,7 @@ router's dependency demands admin of a route that declares none."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from cryptography import x509
@@ -32,6 +32,7 @@ from app.api.schemas import (
     RevokeRequest,
     TokenCreateRequest,
     TokenCreateResponse,
+    UTCTime,
 )
 from app.ca.serials import format_serial
 from app.errors import InvalidRequestError
@@ -194,8 +195,8 @@ def audit_log(
     action: Annotated[str | None, Query(max_length=64)] = None,
     actor: Annotated[str | None, Query(max_length=1024, description="substring")] = None,
     target: Annotated[str | None, Query(max_length=1024)] = None,
-    since: Annotated[datetime | None, Query(description="inclusive; no zone means UTC")] = None,
-    until: Annotated[datetime | None, Query(description="exclusive; no zone means UTC")] = None,
+    since: Annotated[UTCTime | None, Query(description="inclusive; no zone means UTC")] = None,
+    until: Annotated[UTCTime | None, Query(description="exclusive; no zone means UTC")] = None,
     cursor: Annotated[str | None, Query(pattern=_CURSOR)] = None,
     before_id: Annotated[int | None, Query(ge=1, le=AUDIT_ID_MAX, deprecated=True)] = None,
     limit: Annotated[int, Query(ge=1, le=AUDIT_PAGE_MAX)] = 100,
