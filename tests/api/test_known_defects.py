@@ -102,4 +102,5 @@ def test_body_times_beyond_utc_range_are_a_400(admin_client: TestClient, value: 
 
     assert bulk.status_code == 400, bulk.text
     assert revoke.status_code == 400, revoke.text
-    assert "out of range" in bulk.text and "out of range" in revoke.text
+    assert "out of range" in bulk.text
+    assert "out of range" in revoke.text
