@@ -123,13 +123,14 @@ class CRLService:
         # The delta's base is the oldest full CRL still current (this one at the latest).
         base = crl_queries.oldest_current_full_number(session, ca_id, now) or number
         # RFC 5280 §5.3.1: a delta CRL lists a released hold with reason removeFromCRL.
-        delta = [
+        # One run: hashed with one update, not one per entry.
+        delta = b"".join(
             entry
             if entry is not None
             else encode_revoked_entry(int(serial, 16), now, x509.ReasonFlags.remove_from_crl)
             for serial, entry in entries.changed_since(session, ca_id, base)
-        ]
-        delta_der = b"".join(self._sign(authority, number, now, next_update, delta, base))
+        )
+        delta_der = b"".join(self._sign(authority, number, now, next_update, [delta], base))
         self._add(session, ca_id, number, now, next_update, base, delta_der)
         session.flush()
         self._prune(session, ca_id, number, now)
