@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from typing import cast
+
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import CARecord
@@ -30,6 +32,27 @@ def lock_ca(session: Session, ca_id: str) -> CARecord:
     # populate_existing: a row this session loaded before the lock is read again under it.
     query = select(CARecord).where(CARecord.id == ca_id).with_for_update()
     return session.scalars(query.execution_options(populate_existing=True)).one()
+
+
+_CAS = cast(Table, CARecord.__table__)
+
+
+def locked_crl_number(session: Session, ca_id: str) -> int:
+    """Lock the CA row (as `lock_ca`) and read only its latest CRL number: no ORM object."""
+    query = select(_CAS.c.crl_number).where(_CAS.c.id == ca_id).with_for_update()
+    return int(session.execute(query).scalar_one())
+
+
+def next_crl_number(session: Session, ca_id: str) -> int:
+    """Take the CA's next CRL number in one statement (an UPDATE, which locks the row on
+    PostgreSQL as FOR UPDATE does). A CARecord this session loaded keeps the old number."""
+    query = (
+        update(_CAS)
+        .where(_CAS.c.id == ca_id)
+        .values(crl_number=_CAS.c.crl_number + 1)
+        .returning(_CAS.c.crl_number)
+    )
+    return int(session.execute(query).scalar_one())
 
 
 def lock_all_cas(session: Session) -> list[CARecord]:

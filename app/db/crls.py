@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import CRLPartRecord, CRLRecord
@@ -18,18 +18,6 @@ def latest(session: Session, ca_id: str, *, delta: bool) -> CRLRecord | None:
         .order_by(CRLRecord.number.desc())
         .limit(1)
     ).one_or_none()
-
-
-def oldest_current_full_number(session: Session, ca_id: str, now: datetime) -> int | None:
-    """The smallest number of a full CRL still within its validity: any relying party
-    holding a current full CRL holds this one or a newer one, so it is the delta's base."""
-    return session.scalar(
-        select(func.min(CRLRecord.number)).where(
-            CRLRecord.ca_id == ca_id,
-            CRLRecord.is_delta.is_(False),
-            CRLRecord.next_update > now,
-        )
-    )
 
 
 # A full CRL kept only as a possible delta base: (id, number, this_update, next_update).
@@ -46,17 +34,19 @@ def superseded_full(session: Session, ca_id: str, number: int) -> list[BaseRow]:
     return [(i, n, t, u) for i, n, t, u in rows]
 
 
-def delete_superseded_deltas(session: Session, ca_id: str, number: int) -> None:
-    session.execute(
-        delete(CRLRecord).where(
-            CRLRecord.ca_id == ca_id, CRLRecord.is_delta.is_(True), CRLRecord.number < number
-        )
-    )
+def delete_superseded(session: Session, ca_id: str, number: int, full_ids: list[int]) -> None:
+    """Delete the CA's delta CRLs older than `number` and the full CRLs `full_ids`."""
+    kind = or_(CRLRecord.is_delta.is_(True), CRLRecord.id.in_(full_ids))
+    query = delete(CRLRecord).where(CRLRecord.ca_id == ca_id, CRLRecord.number < number, kind)
+    session.execute(query)
 
 
-def delete_ids(session: Session, ids: list[int]) -> None:
-    if ids:
-        session.execute(delete(CRLRecord).where(CRLRecord.id.in_(ids)))
+def add_crls(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert CRL rows (dicts of CRLRecord's columns, all with the same keys), one statement."""
+    session.connection().execute(_INSERT_CRLS, rows)
+
+
+_INSERT_CRLS = insert(cast(Table, CRLRecord.__table__))
 
 
 def clear_superseded_der(session: Session, ca_id: str, number: int) -> None:

@@ -21,10 +21,9 @@ from app.ca.issuance import Endpoints
 from app.ca.signer import sign_parts
 from app.clock import Clock
 from app.db import crls as crl_queries
-from app.db.cas import lock_ca
+from app.db.cas import lock_ca, locked_crl_number, next_crl_number
 from app.db.crls import BaseRow
 from app.db.engine import Database
-from app.db.models import CRLRecord
 from app.errors import NotFoundError, ServiceUnavailableError
 from app.services.crl_entries import CRLEntries
 from app.services.keyring import Authority, Keyring
@@ -60,7 +59,7 @@ class PublishedCRL:
 def bases_to_drop(rows: list[BaseRow], *, now: datetime, slot: timedelta) -> list[int]:
     """Ids of superseded full CRLs no delta will name as its base: those past nextUpdate,
     and all but the oldest of those issued in one `slot` of time. A delta's base is the
-    oldest full CRL kept and still current (`oldest_current_full_number`); keeping one per
+    oldest full CRL kept and still current (see `CRLService.publish`); keeping one per
     slot bounds the table at about validity/slot rows per CA, and moves the base at most one
     slot later than keeping every row would."""
     seen: set[int] = set()
@@ -92,20 +91,21 @@ class CRLService:
     def reserve_number(self, session: Session, ca_id: str) -> int:
         """Lock the CA row and take the number the next full CRL will carry. Call first in a
         write transaction that changes a status, then `publish` in the same transaction."""
-        return lock_ca(session, ca_id).crl_number + 1
+        return locked_crl_number(session, ca_id) + 1
 
     def publish(self, session: Session, ca_id: str, *, now: datetime) -> PublishedCRL:
         """Build, sign and store a full CRL and its delta in the caller's transaction, and
         drop the CRLs nothing needs any more. The CA row's lock orders the numbers across
-        processes; the unique (ca_id, number, is_delta) constraint backs it."""
+        processes; the unique (ca_id, number, is_delta) constraint backs it. Plain statements
+        throughout (no ORM object, no flush): a batch of revocations runs this under the lock
+        every other writer of the CA waits for."""
         authority = self._keyring.get(ca_id)
-        ca = lock_ca(session, ca_id)
+        session.flush()  # the caller's ORM rows first (a CA just made, statuses it changed)
         # RFC 5280 §5.2.3: one sequence for full and delta CRLs, and a full and a delta CRL
         # issued together carry the same number (OpenSSL applies a delta only to a full CRL
         # with a smaller number, so the pair never double-counts).
-        number = ca.crl_number = ca.crl_number + 1
+        number = next_crl_number(session, ca_id)
         next_update = now + self.validity
-        session.flush()
 
         # RFC 5280 §3.3: an entry stays until a regularly scheduled CRL issued after notAfter
         # has listed it; republication comes within half a validity, so keep one validity.
@@ -115,13 +115,10 @@ class CRLService:
         full = self._sign(authority, number, now, next_update, entries.runs(), None)
         # Stored without its entries, which are the parts just stored (crl_queries.whole_der).
         head, foot = full[0] + full[1], full[-2] + full[-1]
-        record = self._add(session, ca_id, number, now, next_update, None, head + foot)
-        record.parts = ",".join(map(str, part_ids))
-        record.entries_at = len(head)
-        record.size = sum(map(len, full))
-        session.flush()
+
+        superseded = crl_queries.superseded_full(session, ca_id, number)
         # The delta's base is the oldest full CRL still current (this one at the latest).
-        base = crl_queries.oldest_current_full_number(session, ca_id, now) or number
+        base = min((n for _id, n, _at, until in superseded if until > now), default=number)
         # RFC 5280 §5.3.1: a delta CRL lists a released hold with reason removeFromCRL.
         # One run: hashed with one update, not one per entry.
         delta = b"".join(
@@ -131,32 +128,37 @@ class CRLService:
             for serial, entry in entries.changed_since(session, ca_id, base)
         )
         delta_der = b"".join(self._sign(authority, number, now, next_update, [delta], base))
-        self._add(session, ca_id, number, now, next_update, base, delta_der)
-        session.flush()
-        self._prune(session, ca_id, number, now)
-        return PublishedCRL(ca_id, number, None, now, next_update, tuple(full))
-
-    @staticmethod
-    def _add(
-        session: Session,
-        ca_id: str,
-        number: int,
-        this_update: datetime,
-        next_update: datetime,
-        delta_base: int | None,
-        der: bytes,
-    ) -> CRLRecord:
-        record = CRLRecord(
-            ca_id=ca_id,
-            number=number,
-            is_delta=delta_base is not None,
-            delta_base=delta_base,
-            this_update=this_update,
-            next_update=next_update,
-            der=der,
+        row = {"ca_id": ca_id, "number": number, "this_update": now, "next_update": next_update}
+        crl_queries.add_crls(
+            session,
+            [
+                {
+                    **row,
+                    "is_delta": False,
+                    "delta_base": None,
+                    "der": head + foot,
+                    "parts": ",".join(map(str, part_ids)),
+                    "entries_at": len(head),
+                    "size": sum(map(len, full)),
+                },
+                {
+                    **row,
+                    "is_delta": True,
+                    "delta_base": base,
+                    "der": delta_der,
+                    "parts": None,
+                    "entries_at": None,
+                    "size": None,
+                },
+            ],
         )
-        session.add(record)
-        return record
+        # Keep the latest full and delta CRL (served) and the superseded full CRLs a later
+        # delta may name as its base (as rows without DER); delete the rest.
+        slot = self.validity / BASE_SLOTS
+        dropped = bases_to_drop(superseded, now=now, slot=slot)
+        crl_queries.delete_superseded(session, ca_id, number, dropped)
+        crl_queries.clear_superseded_der(session, ca_id, number)
+        return PublishedCRL(ca_id, number, None, now, next_update, tuple(full))
 
     def _sign(
         self,
@@ -186,15 +188,6 @@ class CRLService:
             ),
         )
         return certificate_list_parts(tbs, algorithm, sign_parts(signer, tbs))
-
-    def _prune(self, session: Session, ca_id: str, number: int, now: datetime) -> None:
-        """Keep the latest full and delta CRL (served) and the superseded full CRLs a later
-        delta may name as its base (as rows without DER); delete the rest."""
-        crl_queries.delete_superseded_deltas(session, ca_id, number)
-        superseded = crl_queries.superseded_full(session, ca_id, number)
-        slot = self.validity / BASE_SLOTS
-        crl_queries.delete_ids(session, bases_to_drop(superseded, now=now, slot=slot))
-        crl_queries.clear_superseded_der(session, ca_id, number)
 
     def latest(self, ca_id: str, *, delta: bool = False) -> PublishedCRL:
         """Raises:
