@@ -1,12 +1,13 @@
 """The full CRL's entries: DER-encoded once, kept between publications, stored in parts.
 
-A CA's latest full CRL keeps its entries in `crl_parts` rows: runs of joined entry DER of
-about PART_BYTES each, never changed once written, listed in order by the CRL row. A
-publication runs under the CA row's lock. It takes the parts of the latest full CRL (those
-this process keeps, reading only the ones it lacks: written by another process), applies what
-changed since that CRL (`status_crl_number` above its number, by any process) and what
-expired, and stores only the parts that changed. After one revocation that is the last part
-with one entry more: a million-entry CRL (50 MB) is hashed again, but not copied or stored.
+A CA's latest full CRL keeps its entries in `crl_parts` rows: runs of joined entry DER of at
+most about PART_BYTES each (new entries in smaller tail parts that merge as they fill), never
+changed once written, listed in order by the CRL row. A publication runs under the CA row's
+lock. It takes the parts of the latest full CRL (those this process keeps, reading only the
+ones it lacks: written by another process), applies what changed since that CRL
+(`status_crl_number` above its number, by any process) and what expired, and stores only the
+parts that changed. After one revocation that is the tail part with one entry more: a million-
+entry CRL (50 MB) is hashed again, but not copied or stored.
 
 The kept state follows the database, never a transaction that did not commit: a publication
 checks the state out, and it comes back only when its transaction commits (a rollback drops
@@ -43,6 +44,12 @@ CHECKOUT_TIMEOUT_SECONDS = 120.0
 # A part is closed at this size: a publication rewrites at most one part per change (a few
 # milliseconds of I/O), and a million entries make ~200 parts.
 PART_BYTES = 256 * 1024
+# New entries go to a tail part closed at PART_BYTES // TAIL_SHARE; closed tail parts of
+# about the same size merge (as a binary counter carries) up to PART_BYTES. A publication
+# then rewrites a few KiB, not a part of up to PART_BYTES (which every other process
+# publishing for the CA also read again), each entry is rewritten about log2(TAIL_SHARE)
+# times, and the parts below PART_BYTES stay about that few.
+TAIL_SHARE = 16
 # Entries cut out one by one (each a search through the parts: ~20 ms at a million) before
 # one pass over every entry costs less.
 MAX_CUTS = 16
@@ -141,12 +148,24 @@ class _Entries:
                 part.der, part.id = _without(part.der, spans), None
 
     def append(self, key: bytes, entry: bytes) -> None:
-        """List a new entry, at the end of the last part (a new one once that is full)."""
-        if not self.parts or len(self.parts[-1].der) >= PART_BYTES:
+        """List a new entry, at the end of the tail part (a new one once that is closed)."""
+        tail_bytes = PART_BYTES // TAIL_SHARE
+        if not self.parts or len(self.parts[-1].der) >= tail_bytes:
+            self._merge_tail(tail_bytes)
             self.parts.append(_Part(None, b""))
         last = self.parts[-1]
         last.der, last.id = last.der + entry, None
         self.listed[key] = None
+
+    def _merge_tail(self, tail_bytes: int) -> None:
+        """Merge the last two parts while the last is at least half the one before and
+        together they fit in a part (a tail's worth of slack: entries overshoot a tail)."""
+        parts = self.parts
+        while len(parts) >= 2:
+            before, last = parts[-2].der, parts[-1].der
+            if len(before) >= 2 * len(last) or len(before) + len(last) > PART_BYTES + tail_bytes:
+                return
+            parts[-2:] = [_Part(None, before + last)]
 
 
 class CRLEntries:

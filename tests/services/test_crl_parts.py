@@ -7,6 +7,7 @@ only grow; and a reader never gets a CRL with a part missing."""
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from asn1crypto import crl as asn1_crl
 from cryptography import x509
 from sqlalchemy import select, text
 
+from app.ca.crl_der import serial_key
 from app.clock import FixedClock
 from app.config import Settings
 from app.db.models import CertificateRecord
@@ -281,3 +283,35 @@ def test_deltas_stay_right_when_processes_publish_in_turn(
             delta_as_from_scratch(services if process is other else other, ca_id)
     finally:
         other.close()
+
+
+def test_new_entries_fill_small_tail_parts_that_merge_up_to_a_part() -> None:
+    """One entry at a time (single revocations): an append changes only the tail part, of
+    at most PART_BYTES // TAIL_SHARE (what a publication stores and another process reads
+    again), unless it closes the tail, whose merges rewrite each entry about log2(TAIL_SHARE)
+    times in all; parts stay at most about PART_BYTES, few stay below it, and the runs hold
+    every entry once, in order."""
+    entries = crl_entries._Entries(as_of=1, cutoff=datetime.now(UTC), parts=[], listed={})
+    tail = crl_entries.PART_BYTES // crl_entries.TAIL_SHARE
+    appended, merged = [], 0
+    for n in range(40_000):  # about 1.6 MB of entries
+        serial = format(n + 1 << 64, "x")
+        entry = crl_entries.encode_entry(serial, datetime.now(UTC), None, None)
+        entries.append(serial_key(serial), entry)
+        appended.append(entry)
+        changed = [part for part in entries.parts if part.id is None]
+        if entries.parts[-1].der == entry:  # closed the tail, opened a new one
+            merged += sum(len(part.der) for part in changed[:-1])
+        else:
+            assert changed == [entries.parts[-1]]
+            assert len(changed[0].der) < tail + len(entry)
+        for part in entries.parts:
+            part.id = part.id or n + 1  # stored, as a publication would
+
+    total = sum(map(len, appended))
+    sizes = [len(part.der) for part in entries.parts]
+    assert max(sizes) <= crl_entries.PART_BYTES + tail
+    assert len([size for size in sizes if size < crl_entries.PART_BYTES]) <= 6, sizes
+    assert 0 < merged <= 5 * total  # log2(16) merges an entry, and the merge it ends in
+    assert b"".join(entries.runs()) == b"".join(appended)
+    assert len(entries.listed) == len(appended)
