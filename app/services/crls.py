@@ -7,14 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
 
-from cryptography import x509
 from sqlalchemy.orm import Session
 
 from app.ca.crl import crl_extensions
 from app.ca.crl_der import (
     REASON_BY_NAME,
     certificate_list_parts,
-    encode_revoked_entry,
     tbs_cert_list_parts,
 )
 from app.ca.issuance import Endpoints
@@ -119,14 +117,7 @@ class CRLService:
         superseded = crl_queries.superseded_full(session, ca_id, number)
         # The delta's base is the oldest full CRL still current (this one at the latest).
         base = min((n for _id, n, _at, until in superseded if until > now), default=number)
-        # RFC 5280 §5.3.1: a delta CRL lists a released hold with reason removeFromCRL.
-        # One run: hashed with one update, not one per entry.
-        delta = b"".join(
-            entry
-            if entry is not None
-            else encode_revoked_entry(int(serial, 16), now, x509.ReasonFlags.remove_from_crl)
-            for serial, entry in entries.changed_since(session, ca_id, base)
-        )
+        delta = entries.delta_entries(session, ca_id, base, now)
         delta_der = b"".join(self._sign(authority, number, now, next_update, [delta], base))
         row = {"ca_id": ca_id, "number": number, "this_update": now, "next_update": next_update}
         crl_queries.add_crls(
