@@ -94,9 +94,9 @@ class CRLService:
     def publish(self, session: Session, ca_id: str, *, now: datetime) -> PublishedCRL:
         """Build, sign and store a full CRL and its delta in the caller's transaction, and
         drop the CRLs nothing needs any more. The CA row's lock orders the numbers across
-        processes; the unique (ca_id, number, is_delta) constraint backs it. Plain statements
-        throughout (no ORM object, no flush): a batch of revocations runs this under the lock
-        every other writer of the CA waits for."""
+        processes; the unique (ca_id, number, is_delta) constraint backs it. Plain statements,
+        no ORM object: a batch of revocations runs this under the lock every other writer of
+        the CA waits for."""
         authority = self._keyring.get(ca_id)
         session.flush()  # the caller's ORM rows first (a CA just made, statuses it changed)
         # RFC 5280 §5.2.3: one sequence for full and delta CRLs, and a full and a delta CRL
