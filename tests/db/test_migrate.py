@@ -6,12 +6,13 @@ migration files without importing them, and must agree with Alembic's."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from alembic import command
+from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import create_engine, inspect, text
@@ -50,13 +51,14 @@ def tables(url: str) -> set[str]:
         engine.dispose()
 
 
-def alembic_upgrade(url: str, revision: str) -> None:
+def run_alembic(url: str, step: Callable[[Config, str], None], revision: str) -> None:
+    """Alembic's `step` (command.upgrade or command.downgrade) to `revision`."""
     config = alembic_config()
     engine = create_engine(url)
     try:
         with engine.connect() as connection:
             config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+            step(config, revision)
             connection.commit()
     finally:
         engine.dispose()
@@ -90,7 +92,7 @@ def test_a_database_behind_head_is_migrated_by_alembic_as_before(
 ) -> None:
     behind = ScriptDirectory.from_config(alembic_config()).get_revision(HEAD).down_revision
     assert isinstance(behind, str), "head has one parent"
-    alembic_upgrade(empty_url, behind)
+    run_alembic(empty_url, command.upgrade, behind)
     assert not is_at_head(empty_url)
 
     upgrade(empty_url)
@@ -219,13 +221,5 @@ def test_crl_der_is_stored_uncompressed_on_postgresql(empty_url: str) -> None:
 
     upgrade(empty_url)
     assert storage() == [("crl_parts", "e"), ("crls", "e")]
-    config = alembic_config()
-    engine = create_engine(empty_url)
-    try:
-        with engine.connect() as connection:
-            config.attributes["connection"] = connection
-            command.downgrade(config, "0015")
-            connection.commit()
-    finally:
-        engine.dispose()
+    run_alembic(empty_url, command.downgrade, "0015")
     assert storage() == [("crl_parts", "x"), ("crls", "x")]
