@@ -20,18 +20,31 @@ def latest(session: Session, ca_id: str, *, delta: bool) -> CRLRecord | None:
     ).one_or_none()
 
 
-# A full CRL kept only as a possible delta base: (id, number, this_update, next_update).
-BaseRow = tuple[int, int, datetime, datetime]
+class FullCRLRow(NamedTuple):
+    """A full CRL's row without its DER."""
+
+    id: int
+    number: int
+    this_update: datetime
+    next_update: datetime
+    part_ids: list[int] | None  # None: stored whole (or superseded, its DER cleared)
 
 
-def superseded_full(session: Session, ca_id: str, number: int) -> list[BaseRow]:
-    """The CA's full CRLs older than `number`, oldest first (metadata only, never the DER)."""
+def full_crls(session: Session, ca_id: str) -> list[FullCRLRow]:
+    """The CA's full CRLs, oldest first, without their DER (one query): the latest is the
+    one a publication starts from, the older ones are kept as possible delta bases."""
     rows = session.execute(
-        select(CRLRecord.id, CRLRecord.number, CRLRecord.this_update, CRLRecord.next_update)
-        .where(CRLRecord.ca_id == ca_id, CRLRecord.is_delta.is_(False), CRLRecord.number < number)
+        select(
+            CRLRecord.id,
+            CRLRecord.number,
+            CRLRecord.this_update,
+            CRLRecord.next_update,
+            CRLRecord.parts,
+        )
+        .where(CRLRecord.ca_id == ca_id, CRLRecord.is_delta.is_(False))
         .order_by(CRLRecord.number)
     )
-    return [(i, n, t, u) for i, n, t, u in rows]
+    return [FullCRLRow(int(i), int(n), t, u, part_ids(parts)) for i, n, t, u, parts in rows]
 
 
 def delete_superseded(session: Session, ca_id: str, number: int, full_ids: list[int]) -> None:
@@ -77,26 +90,8 @@ def latest_next_update(session: Session, ca_id: str) -> datetime | None:
 # --- a full CRL stored in parts (crl_parts) -------------------------------------------------
 
 
-class FullLayout(NamedTuple):
-    """The latest full CRL of a CA without its DER: what its entries are stored as."""
-
-    number: int
-    this_update: datetime
-    part_ids: list[int] | None  # None: stored whole, not in parts
-
-
 def part_ids(parts: str | None) -> list[int] | None:
     return None if parts is None else [int(i) for i in parts.split(",") if i]
-
-
-def latest_full_layout(session: Session, ca_id: str) -> FullLayout | None:
-    row = session.execute(
-        select(CRLRecord.number, CRLRecord.this_update, CRLRecord.parts)
-        .where(CRLRecord.ca_id == ca_id, CRLRecord.is_delta.is_(False))
-        .order_by(CRLRecord.number.desc())
-        .limit(1)
-    ).one_or_none()
-    return None if row is None else FullLayout(int(row[0]), row[1], part_ids(row[2]))
 
 
 def part_ders(session: Session, ids: list[int]) -> dict[int, bytes]:

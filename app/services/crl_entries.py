@@ -34,7 +34,7 @@ from app.ca.crl_der import (
 )
 from app.db import certificates as certificate_queries
 from app.db import crls as crl_queries
-from app.db.crls import FullLayout
+from app.db.crls import FullCRLRow
 from app.db.engine import when_transaction_ends
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,15 @@ class CRLEntries:
         self._kept: dict[str, _Entries] = {}
         self._out: set[str] = set()
 
-    def current(self, session: Session, ca_id: str, *, number: int, cutoff: datetime) -> _Entries:
+    def current(
+        self,
+        session: Session,
+        ca_id: str,
+        *,
+        latest: FullCRLRow | None,
+        number: int,
+        cutoff: datetime,
+    ) -> _Entries:
         """The entries of the full CRL `number` (`.runs()`: certificates with notAfter after
         `cutoff`) and of its delta (`.delta_entries(...)`), read in the caller's transaction,
         which holds the CA row's lock and has flushed its own status changes (they carry
@@ -223,7 +231,9 @@ class CRLEntries:
         when_transaction_ends(
             session, lambda committed: self._checkin(ca_id, made[0] if committed else None)
         )
-        entries = self._up_to_date(session, ca_id, kept, number=number, cutoff=cutoff)
+        entries = self._up_to_date(
+            session, ca_id, kept, latest=latest, number=number, cutoff=cutoff
+        )
         made.append(entries)
         return entries
 
@@ -259,10 +269,11 @@ class CRLEntries:
         ca_id: str,
         kept: _Entries | None,
         *,
+        latest: FullCRLRow | None,
         number: int,
         cutoff: datetime,
     ) -> _Entries:
-        layout = crl_queries.latest_full_layout(session, ca_id)
+        layout = latest
         entries = None
         if layout is not None and layout.part_ids is not None:
             entries = self._adopt(session, kept, layout)
@@ -274,7 +285,7 @@ class CRLEntries:
         return entries
 
     def _adopt(
-        self, session: Session, kept: _Entries | None, layout: FullLayout
+        self, session: Session, kept: _Entries | None, layout: FullCRLRow
     ) -> _Entries | None:
         """The entries of the latest full CRL: the kept ones when this process published it,
         else the kept parts it still uses and the others read (and their serials listed).

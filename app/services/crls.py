@@ -20,7 +20,7 @@ from app.ca.signer import sign_parts
 from app.clock import Clock
 from app.db import crls as crl_queries
 from app.db.cas import lock_ca, locked_crl_number, next_crl_number
-from app.db.crls import BaseRow
+from app.db.crls import FullCRLRow
 from app.db.engine import Database
 from app.errors import NotFoundError, ServiceUnavailableError
 from app.services.crl_entries import CRLEntries
@@ -54,7 +54,7 @@ class PublishedCRL:
         return sum(map(len, self.pieces))
 
 
-def bases_to_drop(rows: list[BaseRow], *, now: datetime, slot: timedelta) -> list[int]:
+def bases_to_drop(rows: list[FullCRLRow], *, now: datetime, slot: timedelta) -> list[int]:
     """Ids of superseded full CRLs no delta will name as its base: those past nextUpdate,
     and all but the oldest of those issued in one `slot` of time. A delta's base is the
     oldest full CRL kept and still current (see `CRLService.publish`); keeping one per
@@ -62,10 +62,10 @@ def bases_to_drop(rows: list[BaseRow], *, now: datetime, slot: timedelta) -> lis
     slot later than keeping every row would."""
     seen: set[int] = set()
     drop = []
-    for row_id, _number, this_update, next_update in rows:
-        bucket = int(this_update.timestamp() // slot.total_seconds())
-        if next_update <= now or bucket in seen:
-            drop.append(row_id)
+    for row in rows:
+        bucket = int(row.this_update.timestamp() // slot.total_seconds())
+        if row.next_update <= now or bucket in seen:
+            drop.append(row.id)
         seen.add(bucket)
     return drop
 
@@ -108,15 +108,18 @@ class CRLService:
         # RFC 5280 §3.3: an entry stays until a regularly scheduled CRL issued after notAfter
         # has listed it; republication comes within half a validity, so keep one validity.
         cutoff = now - self.validity
-        entries = self._entries.current(session, ca_id, number=number, cutoff=cutoff)
+        # Every full CRL of the CA before this one: the latest is where the entries start,
+        # the older ones are the delta's possible bases.
+        superseded = crl_queries.full_crls(session, ca_id)
+        latest = superseded[-1] if superseded else None
+        entries = self._entries.current(session, ca_id, latest=latest, number=number, cutoff=cutoff)
         part_ids = self._entries.store(session, ca_id, entries)
         full = self._sign(authority, number, now, next_update, entries.runs(), None)
         # Stored without its entries, which are the parts just stored (crl_queries.whole_der).
         head, foot = full[0] + full[1], full[-2] + full[-1]
 
-        superseded = crl_queries.superseded_full(session, ca_id, number)
         # The delta's base is the oldest full CRL still current (this one at the latest).
-        base = min((n for _id, n, _at, until in superseded if until > now), default=number)
+        base = min((r.number for r in superseded if r.next_update > now), default=number)
         delta = entries.delta_entries(session, ca_id, base, now)
         delta_der = b"".join(self._sign(authority, number, now, next_update, [delta], base))
         row = {"ca_id": ca_id, "number": number, "this_update": now, "next_update": next_update}
