@@ -54,12 +54,12 @@ def delete_superseded(session: Session, ca_id: str, number: int, full_ids: list[
     session.execute(query)
 
 
+_INSERT_CRLS = insert(cast(Table, CRLRecord.__table__))
+
+
 def add_crls(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert CRL rows (dicts of CRLRecord's columns, all with the same keys), one statement."""
     session.connection().execute(_INSERT_CRLS, rows)
-
-
-_INSERT_CRLS = insert(cast(Table, CRLRecord.__table__))
 
 
 def clear_superseded_der(session: Session, ca_id: str, number: int) -> None:

@@ -225,7 +225,8 @@ class CRLEntries:
         """The entries of the full CRL `number` (`.runs()`: certificates with notAfter after
         `cutoff`) and of its delta (`.delta_entries(...)`), read in the caller's transaction,
         which holds the CA row's lock and has flushed its own status changes (they carry
-        status_crl_number = `number`). Call `store` before the CRL row is written."""
+        status_crl_number = `number`); `latest` is the CA's latest full CRL row before this
+        one, as the caller read it. Call `store` before the CRL row is written."""
         kept = self._checkout(ca_id)
         made: list[_Entries] = []
         when_transaction_ends(
@@ -273,10 +274,9 @@ class CRLEntries:
         number: int,
         cutoff: datetime,
     ) -> _Entries:
-        layout = latest
         entries = None
-        if layout is not None and layout.part_ids is not None:
-            entries = self._adopt(session, kept, layout)
+        if latest is not None and latest.part_ids is not None:
+            entries = self._adopt(session, kept, latest)
         if entries is None or cutoff < entries.cutoff:
             # No parts yet (a CA's first CRL, or one stored whole before migration 0015), or
             # the clock went back: every entry from the certificates table.
