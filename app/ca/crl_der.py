@@ -88,7 +88,7 @@ def encode_generalized_time(value: datetime) -> bytes:
     return tlv(0x18, f"{time_digits(value)}Z".encode())
 
 
-def _extension(oid: bytes, value: bytes, *, critical: bool = False) -> bytes:
+def encode_extension(oid: bytes, value: bytes, *, critical: bool = False) -> bytes:
     # Extension ::= SEQUENCE { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING };
     # DER leaves out a FALSE that equals the default (X.690 §11.5).
     flag = b"\x01\x01\xff" if critical else b""
@@ -97,7 +97,7 @@ def _extension(oid: bytes, value: bytes, *, critical: bool = False) -> bytes:
 
 # Each entry's CRLReason extension, encoded once per reason.
 _REASON_EXTENSIONS = {
-    reason: _extension(_OID_CRL_REASON, tlv(0x0A, bytes((code,))))
+    reason: encode_extension(_OID_CRL_REASON, tlv(0x0A, bytes((code,))))
     for reason, code in _REASON_CODES.items()
     if reason not in OMITTED_REASONS
 }
@@ -150,7 +150,7 @@ def _encode_entry(
     if invalidity_digits is not None:
         # §5.3.2: InvalidityDate is always GeneralizedTime.
         value = b"\x18\x0f" + invalidity_digits.encode() + b"Z"
-        extensions += _extension(_OID_INVALIDITY_DATE, value)
+        extensions += encode_extension(_OID_INVALIDITY_DATE, value)
     body = header(0x02, len(serial)) + serial + time
     if extensions:
         body += tlv(0x30, extensions)
@@ -172,13 +172,15 @@ def encode_algorithm_identifier(oid: str) -> bytes:
 def encode_crl_extensions(extensions: Iterable[x509.Extension[x509.ExtensionType]]) -> bytes:
     """crlExtensions [0] EXPLICIT Extensions, in the order given."""
     encoded = b"".join(
-        _extension(_oid(e.oid.dotted_string), e.value.public_bytes(), critical=e.critical)
+        encode_extension(
+            encode_oid(e.oid.dotted_string), e.value.public_bytes(), critical=e.critical
+        )
         for e in extensions
     )
     return tlv(0xA0, tlv(0x30, encoded))
 
 
-def _oid(dotted: str) -> bytes:
+def encode_oid(dotted: str) -> bytes:
     return bytes(asn1_core.ObjectIdentifier(dotted).dump())
 
 

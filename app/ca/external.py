@@ -86,13 +86,13 @@ def stand_in_key(public_key: PublicKey) -> PrivateKey:
 
 def split_signed(der: bytes) -> tuple[bytes, bytes, bytes]:
     """The three whole TLVs (TBS, AlgorithmIdentifier, BIT STRING) of a DER SEQUENCE."""
-    start, end = _content_bounds(der, 0)
+    start, end = content_bounds(der, 0)
     if der[0] != 0x30 or end != len(der):
         raise ValueError("not one DER SEQUENCE")
     items = []
     offset = start
     while offset < end:
-        _, item_end = _content_bounds(der, offset)
+        _, item_end = content_bounds(der, offset)
         items.append(der[offset:item_end])
         offset = item_end
     if len(items) != 3:
@@ -100,7 +100,7 @@ def split_signed(der: bytes) -> tuple[bytes, bytes, bytes]:
     return items[0], items[1], items[2]
 
 
-def _content_bounds(der: bytes, offset: int) -> tuple[int, int]:
+def content_bounds(der: bytes, offset: int) -> tuple[int, int]:
     """(start of content, end of the TLV) for the DER TLV at `offset` (X.690 §8.1.3)."""
     first = der[offset + 1]
     if first < 0x80:

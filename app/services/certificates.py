@@ -11,8 +11,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from app.ca.issuance import Endpoints, build_leaf, leaf_window
+from app.ca.issuance import Endpoints, leaf_window
 from app.ca.keys import PublicKey
+from app.ca.leaf_der import encode_leaf_tbs, leaf_template, sign_leaf_tbs
 from app.ca.names import RequestedNames, check_name_limits
 from app.ca.profiles import Profile
 from app.ca.serials import format_serial, new_serial_number, parse_serial
@@ -82,16 +83,16 @@ def sign_leaf(
     MalformedCSRError: names over the limits (checked here too, so that no caller signs a
         certificate that cannot be encoded or stored)."""
     check_name_limits(names)
-    builder = build_leaf(
+    signer = authority.signer
+    template = leaf_template(authority.issuer, profile, endpoints, signer.signature_algorithm_oid)
+    tbs = encode_leaf_tbs(
+        template,
         public_key=public_key,
         names=names,
-        profile=profile,
-        issuer=authority.issuer,
         window=leaf_window(now, validity, authority.certificate),
         serial_number=new_serial_number(),
-        endpoints=endpoints,
     )
-    return authority.signer.sign_certificate(builder)
+    return sign_leaf_tbs(template, tbs, signer)
 
 
 def store_certificate(
