@@ -21,6 +21,7 @@ from app.db.tokens import spend_use
 from app.errors import TokenRejectedError
 from app.services.container import Services
 from app.services.enrollment import IssuedCertificate
+from app.services.group_commit import GroupCommitter
 from app.services.tokens import CreatedToken
 from tests.helpers import csr_pem
 
@@ -187,3 +188,34 @@ def test_a_write_that_breaks_is_retried_alone_and_fails_alone(services: Services
         failing.result(WAIT_SECONDS)
     assert stored(services) == dict.fromkeys(serials, token.id)
     assert uses_left(services, token) == 0
+
+
+def test_the_writer_lingers_only_after_a_batch_of_several(services: Services) -> None:
+    """A lone request commits at once; after a batch of several writes (concurrent load) the
+    writer waits LINGER_SECONDS before the next, so more writes share its commit."""
+    lingered: list[float] = []
+    committer = GroupCommitter(services.db, linger=0.5, sleep=lingered.append)
+    holding, release = threading.Event(), threading.Event()
+
+    def nothing(_session: Session) -> str:
+        return "stored"
+
+    def hold(_session: Session) -> str:
+        holding.set()
+        release.wait(WAIT_SECONDS)
+        return "stored"
+
+    try:
+        assert committer.submit(nothing) == "stored"  # alone, nothing before: no wait
+        held = committer.submit_nowait(hold)
+        assert holding.wait(WAIT_SECONDS)
+        queued = [committer.submit_nowait(nothing) for _ in range(3)]  # one batch of three
+        release.set()
+        assert [f.result(WAIT_SECONDS) for f in [held, *queued]] == ["stored"] * 4
+        assert lingered == []
+        assert committer.submit(nothing) == "stored"  # after the batch of three: waits
+        assert lingered == [0.5]
+        assert committer.submit(nothing) == "stored"  # after a batch of one: at once
+        assert lingered == [0.5]
+    finally:
+        committer.close()
