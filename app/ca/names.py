@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ from app.errors import MalformedCSRError, NameNotAllowedError
 
 # fullmatch, never `$`: `$` also matches before a trailing newline ("x\n.internal").
 _DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+# Every enrollment asks the predicates below of the same few names (its CN, SANs and the
+# token's patterns); each answer depends on the string alone, so the last ones are kept.
+_KEPT_ANSWERS = 1024
 # X.520 ub-common-name (RFC 5280 Appendix A): a longer CN cannot be encoded in a certificate.
 MAX_COMMON_NAME_CHARS = 64
 # Names per certificate (CN and SANs): ample for a service, bounded for the signer, the row
@@ -57,7 +61,12 @@ class RequestedNames:
         ]
 
 
+@functools.lru_cache(maxsize=_KEPT_ANSWERS)
 def is_ip(name: str) -> bool:
+    # An IPv6 address has a colon and an IPv4 one ends in a digit: a host name is refused
+    # without the parser's exception.
+    if ":" not in name and not name[-1:].isdigit():
+        return False
     try:
         ipaddress.ip_address(name)
     except ValueError:
@@ -65,6 +74,7 @@ def is_ip(name: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=_KEPT_ANSWERS)
 def is_dns_name(name: str, *, allow_wildcard: bool = True) -> bool:
     labels = name.lower().split(".")
     if allow_wildcard and labels[0] == "*" and len(labels) > 1:
@@ -188,6 +198,7 @@ def name_allowed(name: str, patterns: list[str]) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=_KEPT_ANSWERS)
 def _normalise(name: str) -> str:
     """DNS names compare in lower case, IP addresses in their compressed form."""
     if is_ip(name):

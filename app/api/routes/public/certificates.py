@@ -40,6 +40,7 @@ def issued_response(issued: IssuedCertificate) -> IssuedResponse:
     )
 
 
+@functools.lru_cache(maxsize=256)  # a client's address is checked on each of its requests
 def is_loopback(host: str | None) -> bool:
     """127.0.0.0/8 and ::1 (also as an IPv4-mapped IPv6 address); names never count."""
     try:
