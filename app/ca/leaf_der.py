@@ -101,27 +101,19 @@ def encode_leaf_tbs(
     serial_number: int,
 ) -> bytes:
     """The TBSCertificate build_leaf describes, for this key, these names and this window."""
-    cn = names.common_name
-    subject = (
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]).public_bytes()
-        if cn
-        else _EMPTY_NAME
-    )
+    subject, alt_names = _encode_names(names, template.cn_is_host)
     key_info = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    extensions = [
+    extensions = (
         template.basic_constraints,
         template.key_usage[isinstance(public_key, rsa.RSAPublicKey)],
         template.extended_key_usage,
         encode_extension(_OID_SUBJECT_KEY_IDENTIFIER, tlv(0x04, _key_identifier(key_info))),
         template.from_issuer,
-    ]
-    sans = names.san_entries(cn_is_host=template.cn_is_host)
-    if sans:  # RFC 5280 §4.2.1.6: critical when the subject is empty
-        value = x509.SubjectAlternativeName(sans).public_bytes()
-        extensions.append(encode_extension(_OID_SUBJECT_ALT_NAME, value, critical=not cn))
-    extensions.append(template.ocsp_no_check)
+        alt_names,
+        template.ocsp_no_check,
+    )
     serial = serial_number.to_bytes((serial_number.bit_length() + 8) // 8, "big")
-    validity = encode_time(window.not_before) + encode_time(window.not_after)
+    validity = _encode_time(window.not_before) + _encode_time(window.not_after)
     return tlv(
         0x30,
         b"".join(
@@ -137,6 +129,27 @@ def encode_leaf_tbs(
             )
         ),
     )
+
+
+@lru_cache(maxsize=1024)  # a service enrolls and renews the same names again and again
+def _encode_names(names: RequestedNames, cn_is_host: bool) -> tuple[bytes, bytes]:
+    """(the subject Name, the subjectAltName extension or nothing) for these names."""
+    cn = names.common_name
+    subject = (
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]).public_bytes()
+        if cn
+        else _EMPTY_NAME
+    )
+    sans = names.san_entries(cn_is_host=cn_is_host)
+    if not sans:
+        return subject, b""
+    # RFC 5280 §4.2.1.6: critical when the subject is empty.
+    value = x509.SubjectAlternativeName(sans).public_bytes()
+    return subject, encode_extension(_OID_SUBJECT_ALT_NAME, value, critical=not cn)
+
+
+# Leaves signed within one second share their times.
+_encode_time = lru_cache(maxsize=8)(encode_time)
 
 
 def sign_leaf_tbs(template: LeafTemplate, tbs: bytes, signer: Signer) -> x509.Certificate:
