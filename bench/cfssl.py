@@ -3,7 +3,7 @@ that MintCA's enrollment row is compared with (issue 11 asks for at least 3x).
 
 `cfssl serve` (Debian's golang-cfssl) signs a JSON-wrapped PEM CSR with an EC P-256 CA and
 stores each certificate in its SQLite certdb (`-db-config`) before answering, SQLite's defaults
-(rollback journal, synchronous=FULL): durable, as MintCA's row is. wrk sends the same CSR with
+(rollback journal, synchronous=FULL): durable, as MintCA's row is. wrk sends the same CSRs with
 the same connection count; loopback only, bounded in time.
 
     .venv/bin/python bench/cfssl.py [--duration 10] [--connections 20]
@@ -27,7 +27,7 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from enroll import Result, csr_pem, free_port, group_cpu_seconds, parse_wrk
+from enroll import Result, csr_pems, free_port, group_cpu_seconds, parse_wrk, wrk_script
 
 # CFSSL's certdb tables, as its `-db-config` SQLite store expects them (CFSSL ships the schema
 # as goose migrations, which Debian's package does not install).
@@ -48,11 +48,6 @@ SIGNING_CONFIG = {
         }
     }
 }
-WRK_SCRIPT = """\
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = {body}
-"""
 
 
 CA_KEY_USAGE = x509.KeyUsage(
@@ -126,10 +121,10 @@ def measure(*, duration: int, connections: int) -> Result:
             )  # fmt: skip
         try:
             url = f"http://127.0.0.1:{port}/api/v1/cfssl/sign"
-            body = json.dumps({"certificate_request": csr_pem()})
-            wait_until_signing(url, body, workdir / "serve.log")
+            bodies = [json.dumps({"certificate_request": csr}) for csr in csr_pems()]
+            wait_until_signing(url, bodies[0], workdir / "serve.log")
             script = workdir / "sign.lua"
-            script.write_text(WRK_SCRIPT.format(body=json.dumps(body)))
+            script.write_text(wrk_script(bodies, {"Content-Type": "application/json"}))
             subprocess.run(  # warm-up, as for MintCA
                 ["wrk", "-t2", f"-c{connections}", "-d2s", "-s", str(script), url],
                 check=True,
