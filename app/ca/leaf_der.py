@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 
 from cryptography import x509
@@ -148,8 +149,13 @@ def _encode_names(names: RequestedNames, cn_is_host: bool) -> tuple[bytes, bytes
     return subject, encode_extension(_OID_SUBJECT_ALT_NAME, value, critical=not cn)
 
 
-# Leaves signed within one second share their times.
-_encode_time = lru_cache(maxsize=8)(encode_time)
+def _encode_time(value: datetime) -> bytes:
+    return _encode_second(value.replace(microsecond=0))
+
+
+@lru_cache(maxsize=8)  # leaves signed within one second share their times
+def _encode_second(value: datetime) -> bytes:
+    return encode_time(value)
 
 
 def sign_leaf_tbs(template: LeafTemplate, tbs: bytes, signer: Signer) -> x509.Certificate:
