@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from app.ca.keys import encode_kek, generate_kek
 from app.clock import SystemClock
@@ -313,11 +314,22 @@ def scratch_postgresql(url: str) -> tuple[str, str]:
     return base.set(database=name).render_as_string(hide_password=False), name
 
 
-def drop_postgresql(url: str, name: str) -> None:
+def drop_postgresql(url: str, name: str, *, attempts: int = 5) -> None:
+    """Drop the throwaway database; a run's figures are never lost to it. FORCE may not end
+    a session of another role (an autovacuum worker, when the role is no superuser): then
+    wait for it, and in the end leave the database with a note."""
     admin = create_engine(make_url(url), isolation_level="AUTOCOMMIT")
     try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for attempt in range(attempts):
+            try:
+                with admin.connect() as connection:
+                    connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                return
+            except DBAPIError as exc:
+                if attempt == attempts - 1:
+                    print(f"note: database {name} left behind: {exc.orig}", file=sys.stderr)
+                else:
+                    time.sleep(1)
     finally:
         admin.dispose()
 
