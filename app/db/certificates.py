@@ -7,23 +7,28 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, Table, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, Table, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import CertificateRecord
+from app.db.status_events import mark_status_changed
 
 
 def find_certificate(session: Session, serial: str) -> CertificateRecord | None:
     return session.get(CertificateRecord, serial)
 
 
+# The statements a batch of status changes runs under its CA's lock are built once: building
+# a SQLAlchemy statement costs more than running it, and on PostgreSQL that time is spent while
+# the other workers wait for the lock.
+_CA_IDS_OF = select(CertificateRecord.serial, CertificateRecord.ca_id).where(
+    CertificateRecord.serial.in_(bindparam("serials", expanding=True))
+)
+
+
 def ca_ids_of(session: Session, serials: Sequence[str]) -> dict[str, str]:
     """serial -> CA id of each of these serials MintCA issued (one query)."""
-    rows = session.execute(
-        select(CertificateRecord.serial, CertificateRecord.ca_id).where(
-            CertificateRecord.serial.in_(serials)
-        )
-    )
+    rows = session.connection().execute(_CA_IDS_OF, {"serials": list(serials)})
     return {serial: ca_id for serial, ca_id in rows}
 
 
@@ -71,16 +76,19 @@ STATUS_COLUMNS = (
 )
 
 
+_LOCK_STATUS_ROWS = (
+    select(*_STATUS_ROW_COLUMNS)
+    .where(CertificateRecord.serial.in_(bindparam("serials", expanding=True)))
+    .order_by(CertificateRecord.serial)
+    .with_for_update()
+)
+
+
 def lock_status_rows(session: Session, serials: Sequence[str]) -> dict[str, StatusRow]:
     """Lock these certificates' rows (one query, in serial order) and read them as StatusRows;
     write changes back with `set_statuses`."""
-    query = (
-        select(*_STATUS_ROW_COLUMNS)
-        .where(CertificateRecord.serial.in_(serials))
-        .order_by(CertificateRecord.serial)
-        .with_for_update()
-    )
-    return {row[0]: StatusRow(*row) for row in session.execute(query)}
+    rows = session.connection().execute(_LOCK_STATUS_ROWS, {"serials": list(serials)})
+    return {row[0]: StatusRow(*row) for row in rows}
 
 
 def lock_certificate(session: Session, serial: str) -> CertificateRecord | None:
@@ -98,14 +106,18 @@ def revocation_states(
 ) -> dict[str, RevocationState]:
     """The revocation state of each of these serials that the CA issued: three columns of an
     indexed lookup, not whole rows (OCSP asks this on every request)."""
-    rows = session.execute(
-        select(
-            CertificateRecord.serial,
-            CertificateRecord.revoked_at,
-            CertificateRecord.revocation_reason,
-        ).where(CertificateRecord.ca_id == ca_id, CertificateRecord.serial.in_(serials))
+    rows = session.connection().execute(
+        _REVOCATION_STATES, {"ca_id": ca_id, "serials": list(serials)}
     )
     return {serial: (revoked_at, reason) for serial, revoked_at, reason in rows}
+
+
+_REVOCATION_STATES = select(
+    CertificateRecord.serial, CertificateRecord.revoked_at, CertificateRecord.revocation_reason
+).where(
+    CertificateRecord.ca_id == bindparam("ca_id"),
+    CertificateRecord.serial.in_(bindparam("serials", expanding=True)),
+)
 
 
 def revoked_on(session: Session, ca_id: str, at: datetime) -> list[CertificateRecord]:
@@ -215,16 +227,16 @@ def revoked_expiring_between(
 ) -> list[str]:
     """Serials of revoked certificates with after < notAfter <= until: the entries a full CRL
     drops when its cut-off moves from `after` to `until`."""
-    return list(
-        session.scalars(
-            select(CertificateRecord.serial).where(
-                CertificateRecord.ca_id == ca_id,
-                CertificateRecord.crl_entry.is_not(None),
-                CertificateRecord.not_after > after,
-                CertificateRecord.not_after <= until,
-            )
-        )
-    )
+    bounds = {"ca_id": ca_id, "after": after, "until": until}
+    return list(session.connection().scalars(_REVOKED_EXPIRING_BETWEEN, bounds))
+
+
+_REVOKED_EXPIRING_BETWEEN = select(CertificateRecord.serial).where(
+    CertificateRecord.ca_id == bindparam("ca_id"),
+    CertificateRecord.crl_entry.is_not(None),
+    CertificateRecord.not_after > bindparam("after"),
+    CertificateRecord.not_after <= bindparam("until"),
+)
 
 
 def search(
@@ -357,14 +369,30 @@ def lock_revocable(
     return [(serial, ca_id, revoked_at) for serial, ca_id, revoked_at in rows]
 
 
+_CERTIFICATES = cast(Table, CertificateRecord.__table__)
+_SET_STATUSES = (
+    update(_CERTIFICATES)
+    .where(_CERTIFICATES.c.serial == bindparam("at_serial"))
+    .values({name: bindparam(f"new_{name}") for name in STATUS_COLUMNS})
+)
+
+
 def set_statuses(session: Session, changes: list[dict[str, Any]]) -> None:
     """Many status changes in one executemany UPDATE by primary key (each dict carries
-    `serial` and the columns to set)."""
+    `serial` and every one of STATUS_COLUMNS). A Core statement, so it marks the transaction
+    itself: the OCSP caches of every process drop their answers once it commits."""
     if changes:
-        session.execute(update(CertificateRecord), changes)
+        mark_status_changed(session)
+        session.connection().execute(
+            _SET_STATUSES,
+            [
+                {"at_serial": change["serial"], **{f"new_{n}": change[n] for n in STATUS_COLUMNS}}
+                for change in changes
+            ],
+        )
 
 
-_INSERT_CERTIFICATES = insert(cast(Table, CertificateRecord.__table__))
+_INSERT_CERTIFICATES = insert(_CERTIFICATES)
 
 
 def insert_certificates(session: Session, rows: Sequence[dict[str, Any]]) -> None:
