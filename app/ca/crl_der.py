@@ -7,6 +7,7 @@ The bytes are those cryptography's builder writes for the same inputs (tests com
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 
@@ -157,6 +158,7 @@ def _encode_entry(
     return tlv(0x30, body)
 
 
+@functools.lru_cache(maxsize=16)  # a handful of algorithms; every CRL and leaf asks
 def encode_algorithm_identifier(oid: str) -> bytes:
     """Raises:
     ValueError: a signature algorithm MintCA's signers never use."""

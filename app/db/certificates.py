@@ -206,20 +206,25 @@ def _crl_entry_batches(
 def status_changes_since(session: Session, ca_id: str, crl_number: int) -> list[ChangeRow]:
     """Certificates whose status changed after the CRL `crl_number` (indexed by
     (ca_id, status_crl_number)), as plain tuples."""
-    rows = session.execute(
-        select(
-            CertificateRecord.serial,
-            CertificateRecord.crl_entry,
-            CertificateRecord.not_after,
-            CertificateRecord.status_crl_number,
-        )
-        .where(
-            CertificateRecord.ca_id == ca_id,
-            CertificateRecord.status_crl_number > crl_number,
-        )
-        .order_by(CertificateRecord.serial)
+    rows = session.connection().execute(
+        _STATUS_CHANGES_SINCE, {"ca_id": ca_id, "crl_number": crl_number}
     )
     return [(serial, entry, not_after, int(n or 0)) for serial, entry, not_after, n in rows]
+
+
+_STATUS_CHANGES_SINCE = (
+    select(
+        CertificateRecord.serial,
+        CertificateRecord.crl_entry,
+        CertificateRecord.not_after,
+        CertificateRecord.status_crl_number,
+    )
+    .where(
+        CertificateRecord.ca_id == bindparam("ca_id"),
+        CertificateRecord.status_crl_number > bindparam("crl_number"),
+    )
+    .order_by(CertificateRecord.serial)
+)
 
 
 def revoked_expiring_between(
