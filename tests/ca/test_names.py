@@ -14,6 +14,7 @@ from app.ca.names import (
     RequestedNames,
     check_names_allowed,
     is_dns_name,
+    is_ip,
     name_allowed,
     read_requested_names,
 )
@@ -239,3 +240,38 @@ def test_a_name_asked_for_twice_is_certified_once() -> None:
     names = read_requested_names(csr)
     assert names.dns == ("a.zone", "b.zone")
     assert [e.value for e in names.san_entries()] == ["a.zone", "b.zone"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "10.1.2.3",
+        "255.255.255.255",
+        "1.2.3.4.",
+        "1.2.3.04",
+        "1.2.3",
+        "1.2.3.256",
+        "::1",
+        "2001:db8::1",
+        "::ffff:10.0.0.1",
+        "fe80::1%eth0",
+        "1:2:3",
+        "api.example.internal",
+        "a.b.c.d",
+        "1.2.3.x",
+        "x1",
+        "\u0661.\u0662.\u0663.\u0664",  # Arabic-Indic digits
+        "1.2.3.4 ",
+        "",
+    ],
+)
+def test_is_ip_agrees_with_the_standard_parser(name: str) -> None:
+    """is_ip's shortcut (no colon and no final digit: not an address) never disagrees with
+    ipaddress, which decides whether a wildcard pattern may apply to a name."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        expected = False
+    else:
+        expected = True
+    assert is_ip(name) is expected
