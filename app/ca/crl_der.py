@@ -173,13 +173,15 @@ def encode_algorithm_identifier(oid: str) -> bytes:
 
 def encode_crl_extensions(extensions: Iterable[x509.Extension[x509.ExtensionType]]) -> bytes:
     """crlExtensions [0] EXPLICIT Extensions, in the order given."""
-    encoded = b"".join(
-        encode_extension(
-            encode_oid(e.oid.dotted_string), e.value.public_bytes(), critical=e.critical
-        )
-        for e in extensions
-    )
+    encoded = b"".join(encode_extension_type(e.value, critical=e.critical) for e in extensions)
     return tlv(0xA0, tlv(0x30, encoded))
+
+
+def encode_extension_type(value: x509.ExtensionType, *, critical: bool = False) -> bytes:
+    """One Extension from cryptography's value of it (its OID and DER)."""
+    return encode_extension(
+        encode_oid(value.oid.dotted_string), value.public_bytes(), critical=critical
+    )
 
 
 def encode_oid(dotted: str) -> bytes:

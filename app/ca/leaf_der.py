@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from app.ca.crl_der import (
     encode_algorithm_identifier,
     encode_extension,
+    encode_extension_type,
     encode_oid,
     encode_time,
     tlv,
@@ -47,12 +48,6 @@ _OID_SUBJECT_ALT_NAME = encode_oid("2.5.29.17")
 _EMPTY_NAME = bytes.fromhex("3000")
 
 
-def _encode(value: x509.ExtensionType, *, critical: bool = False) -> bytes:
-    return encode_extension(
-        encode_oid(value.oid.dotted_string), value.public_bytes(), critical=critical
-    )
-
-
 @dataclass(frozen=True)
 class LeafTemplate:
     """What every leaf of one issuing CA and profile shares, as DER, in build_leaf's order."""
@@ -75,20 +70,26 @@ def leaf_template(
     return LeafTemplate(
         algorithm=encode_algorithm_identifier(algorithm_oid),
         issuer=issuer.certificate.subject.public_bytes(),
-        basic_constraints=_encode(x509.BasicConstraints(ca=False, path_length=None), critical=True),
+        basic_constraints=encode_extension_type(
+            x509.BasicConstraints(ca=False, path_length=None), critical=True
+        ),
         key_usage={
-            is_rsa: _encode(key_usage(ca=False, key_encipherment=is_rsa), critical=True)
+            is_rsa: encode_extension_type(
+                key_usage(ca=False, key_encipherment=is_rsa), critical=True
+            )
             for is_rsa in (False, True)
         },
-        extended_key_usage=_encode(x509.ExtendedKeyUsage(list(profile.extended_key_usages))),
+        extended_key_usage=encode_extension_type(
+            x509.ExtendedKeyUsage(list(profile.extended_key_usages))
+        ),
         from_issuer=b"".join(
-            _encode(extension)
+            encode_extension_type(extension)
             for extension in (
                 authority_key_identifier(issuer),
                 *distribution_extensions(issuer.ca_id, endpoints),
             )
         ),
-        ocsp_no_check=_encode(x509.OCSPNoCheck()) if profile.ocsp_no_check else b"",
+        ocsp_no_check=encode_extension_type(x509.OCSPNoCheck()) if profile.ocsp_no_check else b"",
         cn_is_host=profile.serves_tls,
     )
 

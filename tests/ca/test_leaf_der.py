@@ -105,6 +105,38 @@ def by_cryptography(
     return LocalSigner(authority.private_key).sign_certificate(builder)  # type: ignore[arg-type]  # a root made here has its key
 
 
+HOST = RequestedNames("api.example.internal")
+
+
+def both_ways(
+    authority: NewCA,
+    *,
+    signer: Signer | None = None,
+    key_type: str = "ec-p256",
+    names: RequestedNames = HOST,
+    profile: str = "server",
+    window: ValidityWindow = WINDOW,
+    serial: int = 0x1234,
+) -> tuple[bytes, x509.Certificate, x509.Certificate]:
+    """(TBS and certificate by hand, the builder's certificate) for the same inputs; signed
+    by the authority's own key unless `signer` is given."""
+    if signer is None:
+        signer = LocalSigner(authority.private_key)  # type: ignore[arg-type]  # a root made here has its key
+    tbs, certificate = by_hand(
+        authority,
+        signer,
+        key_type=key_type,
+        names=names,
+        profile=profile,
+        window=window,
+        serial=serial,
+    )
+    reference = by_cryptography(
+        authority, key_type=key_type, names=names, profile=profile, window=window, serial=serial
+    )
+    return tbs, certificate, reference
+
+
 def assert_same(tbs: bytes, certificate: x509.Certificate, reference: x509.Certificate) -> None:
     assert tbs == reference.tbs_certificate_bytes, (
         f"\n{tbs.hex()}\n{reference.tbs_certificate_bytes.hex()}"
@@ -117,10 +149,7 @@ def assert_same(tbs: bytes, certificate: x509.Certificate, reference: x509.Certi
 @pytest.mark.parametrize("key_type", KEY_TYPES)
 def test_same_bytes_for_every_key_type(issuer_type: str, key_type: str) -> None:
     authority = issuer(issuer_type)
-    names = RequestedNames("api.example.internal")
-    signer = LocalSigner(authority.private_key)  # type: ignore[arg-type]  # a root made here has its key
-    tbs, certificate = by_hand(authority, signer, key_type=key_type, names=names, profile="server")
-    reference = by_cryptography(authority, key_type=key_type, names=names, profile="server")
+    tbs, certificate, reference = both_ways(authority, key_type=key_type)
 
     assert_same(tbs, certificate, reference)
     certificate.verify_directly_issued_by(authority.certificate)
@@ -131,10 +160,7 @@ def test_same_bytes_for_every_key_type(issuer_type: str, key_type: str) -> None:
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 @pytest.mark.parametrize("names", NAMES)
 def test_same_bytes_for_every_profile_and_names(profile: str, names: RequestedNames) -> None:
-    authority = issuer("ec-p256")
-    signer = LocalSigner(authority.private_key)  # type: ignore[arg-type]  # a root made here has its key
-    tbs, certificate = by_hand(authority, signer, key_type="ec-p256", names=names, profile=profile)
-    reference = by_cryptography(authority, key_type="ec-p256", names=names, profile=profile)
+    tbs, certificate, reference = both_ways(issuer("ec-p256"), names=names, profile=profile)
 
     assert_same(tbs, certificate, reference)
 
@@ -145,15 +171,7 @@ def test_same_bytes_for_every_profile_and_names(profile: str, names: RequestedNa
     ids=["1", "0x7f", "0x80: a leading zero", "0xff", "0x8000", "20 octets", "20 octets, low"],
 )
 def test_same_bytes_for_every_serial_length(serial: int) -> None:
-    authority = issuer("ec-p256")
-    names = RequestedNames("api.example.internal")
-    signer = LocalSigner(authority.private_key)  # type: ignore[arg-type]  # a root made here has its key
-    tbs, certificate = by_hand(
-        authority, signer, key_type="ec-p256", names=names, profile="server", serial=serial
-    )
-    reference = by_cryptography(
-        authority, key_type="ec-p256", names=names, profile="server", serial=serial
-    )
+    tbs, certificate, reference = both_ways(issuer("ec-p256"), serial=serial)
 
     assert_same(tbs, certificate, reference)
     assert certificate.serial_number == serial
@@ -173,15 +191,7 @@ def test_same_bytes_for_every_serial_length(serial: int) -> None:
     ids=["UTCTime to GeneralizedTime at 2050", "GeneralizedTime both"],
 )
 def test_same_bytes_for_times_on_both_sides_of_2050(window: ValidityWindow) -> None:
-    authority = issuer("ec-p256")
-    names = RequestedNames("api.example.internal")
-    signer = LocalSigner(authority.private_key)  # type: ignore[arg-type]  # a root made here has its key
-    tbs, certificate = by_hand(
-        authority, signer, key_type="ec-p256", names=names, profile="server", window=window
-    )
-    reference = by_cryptography(
-        authority, key_type="ec-p256", names=names, profile="server", window=window
-    )
+    tbs, certificate, reference = both_ways(issuer("ec-p256"), window=window)
 
     assert_same(tbs, certificate, reference)
 
@@ -192,10 +202,9 @@ def test_an_external_signer_signs_the_same_tbs() -> None:
     local = LocalSigner(authority.private_key)  # type: ignore[arg-type]  # a root made here has its key
     external = ExternalSigner(local.public_key, local.sign_bytes)
     names = RequestedNames(None, dns=("hsm.internal",))
-    tbs, certificate = by_hand(
-        authority, external, key_type="rsa-2048", names=names, profile="peer"
+    tbs, certificate, reference = both_ways(
+        authority, signer=external, key_type="rsa-2048", names=names, profile="peer"
     )
-    reference = by_cryptography(authority, key_type="rsa-2048", names=names, profile="peer")
 
     assert_same(tbs, certificate, reference)
     certificate.verify_directly_issued_by(authority.certificate)
