@@ -353,6 +353,7 @@ def main() -> None:
         help="a PostgreSQL URL (default: $MINTCA_TEST_DATABASE_URL); none: skip that row",
     )
     parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--skip-cfssl", action="store_true", help="no CFSSL row (the peer)")
     parser.add_argument("--profile", help="py-spy raw (collapsed) stacks of the run to this file")
     parser.add_argument("--verbose", action="store_true", help="wrk's own output on stderr")
     args = parser.parse_args()
@@ -387,7 +388,8 @@ def main() -> None:
                 drop_postgresql(args.postgresql, name)
         else:
             lines.append("| PostgreSQL | skipped: no --postgresql URL given | | | | | |")
-    lines.extend(peer_rows(args, sqlite))
+    if not args.skip_cfssl:
+        lines.extend(peer_rows(args, sqlite))
     print("\n".join(lines))
 
 

@@ -21,7 +21,8 @@ from app.errors import ServiceUnavailableError
 from app.files import create_private_file
 
 log = logging.getLogger(__name__)
-_WRITE = "mintca_write"
+# Set while Database.write begins its SQLite transaction, so that it begins IMMEDIATE.
+_beginning_write = threading.local()
 
 
 class Database:
@@ -36,7 +37,6 @@ class Database:
             self.engine = create_engine(
                 url, pool_size=pool_size, max_overflow=32, pool_pre_ping=True
             )
-        self._write_engine = self.engine.execution_options(**{_WRITE: True})
         self._write_lock = _SQLiteWriteLock(url) if self.is_sqlite else None
 
     @contextmanager
@@ -64,9 +64,15 @@ class Database:
         with (
             _unavailable_as_503(),
             lock,
-            Session(self._write_engine, expire_on_commit=False) as session,
+            Session(self.engine, expire_on_commit=False) as session,
             session.begin(),
         ):
+            if self.is_sqlite:
+                _beginning_write.active = True
+                try:
+                    session.connection()  # BEGIN IMMEDIATE now, in this thread
+                finally:
+                    _beginning_write.active = False
             yield session
 
     def ping(self) -> None:
@@ -179,7 +185,10 @@ def when_transaction_ends(session: Session, callback: Callable[[bool], None]) ->
 
 
 def _configure_sqlite(engine: Engine) -> None:
-    """SQLAlchemy's pysqlite recipe: let SQLAlchemy emit BEGIN itself (IMMEDIATE for writes)."""
+    """SQLAlchemy's pysqlite recipe: let SQLAlchemy emit BEGIN itself (IMMEDIATE for writes).
+    The BEGIN comes from the dialect's `do_begin`, not from a "begin" event as in the recipe:
+    any connection event makes SQLAlchemy run its event dispatch around every statement of
+    the engine (a third of a small query's cost, README: Performance)."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -192,7 +201,13 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        immediate = connection.get_execution_options().get(_WRITE, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    engine.dialect.do_begin = _begin_sqlite  # type: ignore[method-assign]
+
+
+def _begin_sqlite(dbapi_connection: Any) -> None:
+    immediate = getattr(_beginning_write, "active", False)
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    finally:
+        cursor.close()
