@@ -40,7 +40,11 @@ def format_at(at: datetime) -> str:
     """Aware UTC with microseconds, as both SQLite and PostgreSQL keep it."""
     if at.tzinfo is None:
         raise ValueError("audit times must be aware (UTC)")
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = at.astimezone(UTC)
+    if utc.year < 1000:  # strftime writes such years unpadded, and the hashes stored say so
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The same text as that strftime, in a third of the time (every audited write hashes one).
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def encode_entry(entry: ChainEntry) -> bytes:

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.ca.audit_chain import (
     GENESIS_HASH,
@@ -16,6 +18,7 @@ from app.ca.audit_chain import (
     encode_entry,
     entry_hash,
     first_broken,
+    format_at,
 )
 
 AT = datetime(2026, 12, 6, 3, 0, 0, 123456, tzinfo=UTC)
@@ -66,6 +69,18 @@ def test_encoding_is_canonical() -> None:
 def test_every_field_is_covered(field: str, value: Any) -> None:
     entry = chain(1)[0].entry
     assert entry_hash(dataclasses.replace(entry, **{field: value})) != entry_hash(entry)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7)), timezone.max]),
+    )
+)
+def test_times_are_written_as_strftime_writes_them(at: datetime) -> None:
+    """The hashes already stored were made with strftime: any other writer must agree."""
+    assert format_at(at) == at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def test_naive_times_are_refused() -> None:
