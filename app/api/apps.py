@@ -13,7 +13,7 @@ from app.api.deps import (
     require_declared_role,
     require_json_writes,
 )
-from app.api.enroll_fast import EnrollFastPath
+from app.api.enroll_fast import EnrollFastAnswers, EnrollFastPath
 from app.api.limits import BodySizeLimit
 from app.api.ocsp_fast import OCSPFastPath
 from app.api.problems import install_acme_problem_handlers, install_problem_handlers
@@ -81,14 +81,20 @@ def create_public_app(services: Services, *, timed: bool = True) -> FastAPI:
     return app
 
 
-def create_public_asgi(services: Services) -> ASGIApp:
+def enroll_answers(services: Services) -> EnrollFastAnswers:
+    """The enrollment fast path's answers, with the rate limiter it shares with the route."""
+    return EnrollFastAnswers(services, EnrollmentLimiter(services.settings))
+
+
+def create_public_asgi(services: Services, answers: EnrollFastAnswers | None = None) -> ASGIApp:
     """What the public listener serves: the public app behind the enrollment and OCSP fast
-    paths, all timed by one RequestMetrics layer (answers from the cache are requests too)."""
+    paths, all timed by one RequestMetrics layer (answers from the cache are requests too).
+    `answers` are the ones the listener's HTTP protocol also uses, to share one limiter."""
+    answers = answers or enroll_answers(services)
     public = create_public_app(services, timed=False)
+    public.state.enroll_limiter = answers.limiter  # one for the fast paths and the route
     fast_path = OCSPFastPath(public, services.ocsp, services.clock)
-    # One rate limiter for the enrollment fast path and the route behind it.
-    limiter = public.state.enroll_limiter = EnrollmentLimiter(services.settings)
-    return RequestMetrics(EnrollFastPath(fast_path, services, limiter), listener="public")
+    return RequestMetrics(EnrollFastPath(fast_path, answers), listener="public")
 
 
 def create_acme_app(services: Services) -> FastAPI:

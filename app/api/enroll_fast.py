@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.limits import MAX_BODY_BYTES, read_body
 from app.api.media import media_type_of
 from app.api.problems import domain_problem, unexpected_problem
 from app.api.ratelimit import EnrollmentLimiter
+from app.api.request_metrics import observe_request
 from app.api.routes.public.certificates import bearer_token, check_transport, issued_json
 from app.errors import MintCAError
 from app.services.container import Services
+from app.services.enrollment import IssuedCertificate
+from app.services.tokens import TokenGrant
 
 PATH = "/v1/certificates"
 _FIELDS = frozenset({"csr", "profile", "validity_days"})
@@ -38,11 +44,73 @@ class PlainRequest:
     validity_days: int | None
 
 
-class EnrollFastPath:
-    def __init__(self, app: ASGIApp, services: Services, limiter: EnrollmentLimiter) -> None:
-        self.app = app
+class EnrollFastAnswers:
+    """The fast path's decisions without ASGI: the raw ASGI layer below uses them, and so does
+    the public listener's HTTP protocol (app.server.ocsp_protocol), which answers before
+    uvicorn builds a request cycle, an ASGI scope and a task for the request."""
+
+    def __init__(self, services: Services, limiter: EnrollmentLimiter) -> None:
         self._services = services
-        self._limiter = limiter
+        self.limiter = limiter
+
+    def takes(
+        self, headers: dict[bytes, str], scheme: str | None, client_host: str | None
+    ) -> TokenGrant | None:
+        """The token's grant when a request with this head is one the fast path answers (its
+        body still to be judged by `start`); None sends it on to the route."""
+        if media_type_of(headers.get(b"content-type", "")) != "application/json":
+            return None
+        try:
+            check_transport(scheme, client_host, self._services.settings)
+        except MintCAError:
+            return None
+        token = bearer_token(headers.get(b"authorization", ""))
+        # None for an uncached token too: the route looks it up in the database.
+        return None if token is None else self._services.tokens.cached_grant(token)
+
+    def start(
+        self, grant: TokenGrant, headers: dict[bytes, str], client_host: str | None, body: bytes
+    ) -> Future[IssuedCertificate] | None:
+        """Check and sign the enrollment in this body and hand its write to the group commit;
+        None when the body is not a plain request (the route judges it). Nothing with an
+        effect happens before the body is known to be one this path answers.
+
+        Raises:
+            MintCAError: a refusal to answer with its problem (`answer`)."""
+        request = parse_plain_request(body)
+        if request is None:
+            return None
+        token = bearer_token(headers.get(b"authorization", "")) or ""
+        self.limiter.check(client_host, token)
+        return self._services.enrollment.start(
+            grant,
+            token=token,
+            csr_data=request.csr,
+            profile=request.profile,
+            validity_days=request.validity_days,
+        )
+
+    @staticmethod
+    def observe(status: int, seconds: float) -> None:
+        """Time an answer sent without the app, as RequestMetrics times the app's answers."""
+        observe_request("public", "POST", {"path": PATH}, status, seconds)
+
+    @staticmethod
+    def answer(outcome: Future[IssuedCertificate] | BaseException) -> Response:
+        """The route's answer to a finished enrollment, or to what refused or broke it."""
+        error = outcome if isinstance(outcome, BaseException) else outcome.exception()
+        if error is None:
+            assert not isinstance(outcome, BaseException)
+            return issued_json(outcome.result())
+        if isinstance(error, MintCAError):
+            return domain_problem(error)
+        return unexpected_problem(error)  # the app's handler would answer 500 the same way
+
+
+class EnrollFastPath:
+    def __init__(self, app: ASGIApp, answers: EnrollFastAnswers) -> None:
+        self.app = app
+        self.answers = answers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == PATH:
@@ -53,48 +121,35 @@ class EnrollFastPath:
 
     async def _enroll(self, scope: Scope, receive: Receive, send: Send) -> tuple[bool, Receive]:
         """(True, _) when answered here; else (False, a `receive` that replays what was read).
-        Nothing with an effect (the rate limit, the signature, the spend) happens before the
-        request is known to be one this path answers, so a handed-on request is counted once."""
-        headers = _first_headers(scope)
-        if media_type_of(headers.get(b"content-type", "")) != "application/json":
-            return False, receive
+        A handed-on request has had nothing with an effect done, so it is counted once."""
+        headers = first_headers(scope["headers"])
         client = scope.get("client")
         client_host: str | None = client[0] if client else None
-        settings = self._services.settings
-        try:
-            check_transport(scope.get("scheme"), client_host, settings)
-        except MintCAError:
-            return False, receive
-        token = bearer_token(headers.get(b"authorization", ""))
-        grant = self._services.tokens.cached_grant(token)
-        if token is None or grant is None:  # the route looks it up in the database
+        grant = self.answers.takes(headers, scope.get("scheme"), client_host)
+        if grant is None:
             return False, receive
         body, receive = await read_body(scope, receive)
-        request = parse_plain_request(body) if body is not None else None
-        if request is None:
+        if body is None:
             return False, receive
         try:
-            self._limiter.check(client_host, token)
-            future = self._services.enrollment.start(
-                grant,
-                token=token,
-                csr_data=request.csr,
-                profile=request.profile,
-                validity_days=request.validity_days,
-            )
-            response = issued_json(await asyncio.wrap_future(future))
-        except MintCAError as exc:
-            response = domain_problem(exc)
-        except Exception as exc:  # the app's handler would answer 500 the same way
-            response = unexpected_problem(exc)
+            future = self.answers.start(grant, headers, client_host, body)
+            if future is None:
+                return False, receive
+            await asyncio.wrap_future(future)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                raise  # cancelled: the client left
+            response = self.answers.answer(exc)
+        else:
+            response = self.answers.answer(future)
         await response(scope, receive, send)
         return True, receive
 
 
-def _first_headers(scope: Scope) -> dict[bytes, str]:
+def first_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, str]:
     """The first value of each header, as Starlette's `request.headers.get` reads it."""
     found: dict[bytes, str] = {}
-    for name, value in scope["headers"]:
+    for name, value in headers:
         if name not in found:
             found[name] = value.decode("latin-1")
     return found

@@ -16,7 +16,7 @@ from typing import Any
 
 import uvicorn
 
-from app.api.apps import create_mtls_asgi, create_public_asgi
+from app.api.apps import create_mtls_asgi, create_public_asgi, enroll_answers
 from app.api.ocsp_fast import OCSPFastAnswers
 from app.ca.issuance import pem_bundle
 from app.config import Settings, parse_bind
@@ -93,11 +93,14 @@ def server_configs(
     }
     # The public listener answers OCSP from the cache in its protocol, before uvicorn's
     # request cycle (app.server.ocsp_protocol).
+    enroll = enroll_answers(services)
     public_http = ocsp_protocol(
-        settings.header_timeout.total_seconds(), OCSPFastAnswers(services.ocsp, services.clock)
+        settings.header_timeout.total_seconds(),
+        OCSPFastAnswers(services.ocsp, services.clock),
+        enroll,
     )
     public = uvicorn.Config(
-        create_public_asgi(services),
+        create_public_asgi(services, enroll),
         **{**common, "http": public_http},
         **(tls_files if settings.public_tls else {}),
     )

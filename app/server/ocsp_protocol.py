@@ -1,29 +1,38 @@
-"""The OCSP fast path at the HTTP protocol: a `GET /ocsp/{b64}` or `POST /ocsp` that the OCSP
-cache can answer (pre-signed, or signed afresh with the request's nonce) is answered inside the
-parser's callbacks, in one write, before uvicorn builds a request cycle, an ASGI scope and an
-asyncio task for it: those were most of a cached answer's CPU time in the profile. Anything
-the cache cannot answer, and any request this class is not sure of, goes on to uvicorn's cycle
-and the app (whose ASGI fast path and route stay the authority), with the body already read.
+"""The OCSP and enrollment fast paths at the HTTP protocol: a `GET /ocsp/{b64}` or `POST /ocsp`
+that the OCSP cache can answer (pre-signed, or signed afresh with the request's nonce) is
+answered inside the parser's callbacks, in one write, before uvicorn builds a request cycle, an
+ASGI scope and an asyncio task for it: those were most of a cached answer's CPU time in the
+profile. A plain JSON `POST /v1/certificates` with a token this process knows is checked and
+signed there too, and answered in one write when its group commit has committed; until then
+it holds uvicorn's cycle slot, so a pipelined request waits behind it as uvicorn would make it.
+Anything else, and any request this class is not sure of, goes on to uvicorn's cycle and the
+app (whose ASGI fast paths and routes stay the authority), with the body already read.
 
 It relies on uvicorn's httptools protocol internals, as app.server.tls_scope does; uvicorn is
 pinned to a minor range and tests/server keeps live tests of every branch."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from concurrent.futures import Future
 from typing import Any, ClassVar, Protocol
 from urllib.parse import unquote
 
+from starlette.responses import Response
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
+from app.api.enroll_fast import PATH as ENROLL_PATH
+from app.api.enroll_fast import EnrollFastAnswers, first_headers
 from app.api.limits import MAX_BODY_BYTES
 from app.server.limits import LimitedHttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[bytes, bytes]]
-_STATUS_OK = b"HTTP/1.1 200 OK\r\n"
+_ENROLL_URL = ENROLL_PATH.encode("ascii")
 
 
 class FastAnswers(Protocol):
@@ -34,20 +43,40 @@ class FastAnswers(Protocol):
     def observe(self, method: str, path: str, seconds: float) -> None: ...
 
 
+class _PendingAnswer:
+    """Holds uvicorn's cycle slot while an enrollment commits, with the attributes uvicorn
+    reads and sets there: a pipelined request queues behind it, shutdown clears keep_alive,
+    a lost connection sets disconnected."""
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.response_started = False
+        self.response_complete = False
+        self.disconnected = False
+        self.message_event = self  # uvicorn sets it when the connection is lost
+
+    def set(self) -> None:
+        """As asyncio.Event.set: nothing waits on it here."""
+
+
 class OCSPFastProtocol(LimitedHttpToolsProtocol):
-    """The public listener's protocol; `answers` is set per server (see `ocsp_protocol`)."""
+    """The public listener's protocol; `answers` and `enroll` are set per server (see
+    `ocsp_protocol`)."""
 
     answers: ClassVar[FastAnswers]
+    enroll: ClassVar[EnrollFastAnswers | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._fast_body: bytearray | None = None  # set while reading a request we may answer
         self._fast_request = ("", "")  # its method and decoded path
+        self._enrolling: tuple[Any, dict[bytes, str]] | None = None  # its grant and headers
         self._close_after = False  # shutdown began while its body was on the way
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._fast_body = None
+        self._enrolling = None
         # A keep-alive timer armed by a fast answer earlier in the same chunk of data must
         # not close the connection under this request.
         self._unset_keepalive_if_required()
@@ -74,6 +103,10 @@ class OCSPFastProtocol(LimitedHttpToolsProtocol):
             super().on_message_complete()
             return
         self._fast_body = None
+        if self._enrolling is not None and self.enroll is not None:
+            (grant, headers), self._enrolling = self._enrolling, None
+            self._start_enrollment(self.enroll, grant, headers, bytes(collected))
+            return
         method, path = self._fast_request
         started = time.perf_counter()
         try:
@@ -99,7 +132,10 @@ class OCSPFastProtocol(LimitedHttpToolsProtocol):
         """Whether this request, its head just parsed, may be answered here: GET or POST on
         the OCSP paths, nothing unusual about it, and no answer in progress before it."""
         method, url = self.parser.get_method(), self.url
-        if method == b"POST":
+        enrolling = method == b"POST" and url == _ENROLL_URL and self.enroll is not None
+        if enrolling:
+            pass
+        elif method == b"POST":
             if url != b"/ocsp":
                 return False
         elif method != b"GET" or not url.startswith(b"/ocsp/") or b"?" in url or b"#" in url:
@@ -114,6 +150,8 @@ class OCSPFastProtocol(LimitedHttpToolsProtocol):
         limit = self.limit_concurrency
         if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
             return False  # uvicorn answers 503
+        if enrolling:
+            return self._may_enroll()
         if not url.isascii():
             return False
         path = url.decode("ascii")
@@ -127,14 +165,86 @@ class OCSPFastProtocol(LimitedHttpToolsProtocol):
         if collected:
             super().on_body(bytes(collected))
 
-    def _send_answer(self, headers: Headers, body: bytes) -> None:
-        """Status line, headers and body in one write, as uvicorn's cycle frames them: its
-        default headers (date, server) first, `connection: close` when not keeping alive."""
-        http_version = self.parser.get_http_version()
-        keep_alive = (
-            not self._close_after and http_version != "1.0" and self.parser.should_keep_alive()
+    def _may_enroll(self) -> bool:
+        if self.enroll is None:
+            return False
+        headers = first_headers(self.headers)
+        grant = self.enroll.takes(headers, self.scheme, self._client_host())
+        if grant is None:
+            return False
+        self._enrolling = (grant, headers)
+        self._fast_request = ("POST", ENROLL_PATH)
+        return True
+
+    def _client_host(self) -> str | None:
+        return self.client[0] if self.client else None
+
+    def _start_enrollment(
+        self, enroll: EnrollFastAnswers, grant: Any, headers: dict[bytes, str], body: bytes
+    ) -> None:
+        """Check and sign now; answer when the group commit has committed (`_enrolled`)."""
+        started = time.perf_counter()
+        keep_alive = self._keeps_alive()
+        try:
+            future = enroll.start(grant, headers, self._client_host(), body)
+        except Exception as exc:  # refused before anything was written
+            self._cancel_timer()
+            self._answer_enrollment(enroll, enroll.answer(exc), keep_alive, started)
+            self.on_response_complete()
+            return
+        if future is None:  # not a plain body: the route judges it
+            self._to_app(bytearray(body))
+            super().on_message_complete()
+            return
+        self._cancel_timer()
+        pending = _PendingAnswer(keep_alive)
+        self.cycle = pending  # type: ignore[assignment]
+        loop = self.loop
+
+        def committed(done: Future[Any]) -> None:  # in the group-commit writer's thread
+            with contextlib.suppress(RuntimeError):  # the loop closed, and the connection
+                loop.call_soon_threadsafe(self._enrolled, enroll, pending, done, started)
+
+        future.add_done_callback(committed)
+
+    def _enrolled(
+        self, enroll: EnrollFastAnswers, pending: _PendingAnswer, done: Future[Any], started: float
+    ) -> None:
+        pending.response_complete = True
+        if pending.disconnected or self.transport.is_closing():
+            return  # the client left; what it asked for is stored all the same
+        self._answer_enrollment(enroll, enroll.answer(done), pending.keep_alive, started)
+        self.on_response_complete()  # uvicorn's: a pipelined request, or the keep-alive timer
+
+    def _answer_enrollment(
+        self, enroll: EnrollFastAnswers, response: Response, keep_alive: bool, started: float
+    ) -> None:
+        self._write(response.status_code, response.raw_headers, bytes(response.body), keep_alive)
+        enroll.observe(response.status_code, time.perf_counter() - started)
+
+    def _keeps_alive(self) -> bool:
+        return (
+            not self._close_after
+            and self.parser.get_http_version() != "1.0"
+            and self.parser.should_keep_alive()
         )
-        parts = [_STATUS_OK]
+
+    def _send_answer(self, headers: Headers, body: bytes) -> None:
+        """An OCSP answer, then uvicorn's bookkeeping after a response and the keep-alive timer."""
+        keep_alive = self._keeps_alive()
+        self._write(200, headers, body, keep_alive)
+        self.server_state.total_requests += 1
+        if keep_alive and not self.transport.is_closing():
+            self._unset_keepalive_if_required()
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
+
+    def _write(self, status: int, headers: Headers, body: bytes, keep_alive: bool) -> None:
+        """Status line, headers and body in one write, as uvicorn's cycle frames them: its
+        default headers (date, server) first, `connection: close` when not keeping alive
+        (and then the connection closes)."""
+        parts = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             parts += (name, b": ", value, b"\r\n")
         for name, value in headers:
@@ -144,17 +254,11 @@ class OCSPFastProtocol(LimitedHttpToolsProtocol):
         parts += (b"\r\n", body)
         self.transport.write(b"".join(parts))
         if self.access_log:
-            self._log_access(http_version)
-        self.server_state.total_requests += 1
+            self._log_access(self.parser.get_http_version(), status)
         if not keep_alive:
             self.transport.close()
-        elif not self.transport.is_closing():
-            self._unset_keepalive_if_required()
-            self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler
-            )
 
-    def _log_access(self, http_version: str) -> None:
+    def _log_access(self, http_version: str, status: int) -> None:
         """uvicorn's access line, with the arguments its cycle passes (app.server.logs)."""
         method, path = self._fast_request
         scope: Any = {"client": self.client, "path": path, "query_string": b""}
@@ -164,15 +268,17 @@ class OCSPFastProtocol(LimitedHttpToolsProtocol):
             method,
             get_path_with_query_string(scope),
             http_version,
-            200,
+            status,
         )
 
 
-def ocsp_protocol(header_timeout: float, answers: FastAnswers) -> type[OCSPFastProtocol]:
+def ocsp_protocol(
+    header_timeout: float, answers: FastAnswers, enroll: EnrollFastAnswers | None = None
+) -> type[OCSPFastProtocol]:
     """The protocol class for the public listener's uvicorn.Config(http=...): this header
-    timeout, and the OCSP fast path answering from `answers`."""
+    timeout, the OCSP fast path answering from `answers`, and enrollment from `enroll`."""
     return type(
         "MintCAPublicHttpProtocol",
         (OCSPFastProtocol,),
-        {"answers": answers, "header_timeout": header_timeout},
+        {"answers": answers, "enroll": enroll, "header_timeout": header_timeout},
     )

@@ -233,7 +233,7 @@ def make_side(
         fast_path = app.app  # type: ignore[attr-defined]  # RequestMetrics(EnrollFastPath(...))
         assert isinstance(fast_path, EnrollFastPath), "the public listener has no fast path"
         behind = fast_path.app = CountingApp(fast_path.app)
-        limiter = fast_path._limiter
+        limiter = fast_path.answers.limiter
     else:
         app = create_public_app(services)
         limiter = app.state.enroll_limiter = EnrollmentLimiter(services.settings)

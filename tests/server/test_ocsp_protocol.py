@@ -4,21 +4,16 @@ the app's answers) and which it hands to the app with their whole body, in order
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import Any
 
 import pytest
-from starlette.types import Receive, Scope, Send
-from uvicorn.config import Config
-from uvicorn.server import ServerState
 
 from app.api.limits import MAX_BODY_BYTES
-from app.server.ocsp_protocol import Headers, OCSPFastProtocol, ocsp_protocol
+from app.server.ocsp_protocol import Headers
+from tests.server.http_harness import App, Connection, run
 
 CACHED_DER = b"\x30\x03\x0a\x01\x00"  # what the fake cache answers
 CACHED_HEADERS: Headers = [(b"content-length", b"5"), (b"content-type", b"ocsp")]
-DEFAULT_HEADERS: Headers = [(b"date", b"Sun, 06 Dec 2026 06:00:00 GMT"), (b"server", b"uvicorn")]
 FAST_ANSWER = (
     b"HTTP/1.1 200 OK\r\ndate: Sun, 06 Dec 2026 06:00:00 GMT\r\nserver: uvicorn\r\n"
     b"content-length: 5\r\ncontent-type: ocsp\r\n\r\n" + CACHED_DER
@@ -44,73 +39,6 @@ class FakeAnswers:
         self.observed.append((method, path))
 
 
-class FakeTransport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.closed = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 50000)}.get(name)
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
-class App:
-    """The app behind: answers 'app:<method> <path> <body length>' after a loop turn."""
-
-    def __init__(self) -> None:
-        self.bodies: list[bytes] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        self.bodies.append(body)
-        await asyncio.sleep(0)
-        text = f"app:{scope['method']} {scope['path']} {len(body)}".encode()
-        headers = [(b"content-length", b"%d" % len(text))]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": text})
-
-
-class Connection:
-    def __init__(self, answers: FakeAnswers, app: App) -> None:
-        config = Config(app=app, lifespan="off", log_config=None, limit_concurrency=1000)
-        config.load()
-        state = ServerState()
-        state.default_headers = list(DEFAULT_HEADERS)
-        self.protocol: OCSPFastProtocol = ocsp_protocol(10.0, answers)(
-            config=config, server_state=state, app_state={}, _loop=asyncio.get_running_loop()
-        )
-        self.transport = FakeTransport()
-        self.protocol.connection_made(self.transport)
-
-    async def send(self, data: bytes) -> bytes:
-        """Feed `data`, let the app's tasks run, return what was written since."""
-        start = len(self.transport.written)
-        self.protocol.data_received(data)
-        for _ in range(20):
-            await asyncio.sleep(0)
-        return bytes(self.transport.written[start:])
-
-
 def post(body: bytes, *, extra: bytes = b"", version: bytes = b"1.1") -> bytes:
     return (
         b"POST /ocsp HTTP/" + version + b"\r\nhost: x\r\ncontent-type: application/ocsp-request\r\n"
@@ -120,10 +48,6 @@ def post(body: bytes, *, extra: bytes = b"", version: bytes = b"1.1") -> bytes:
 
 def get(path: bytes, *, extra: bytes = b"") -> bytes:
     return b"GET " + path + b" HTTP/1.1\r\nhost: x\r\n" + extra + b"\r\n"
-
-
-def run(test: Any) -> None:
-    asyncio.run(test())
 
 
 def test_a_cached_post_is_answered_in_one_write_without_the_app() -> None:
