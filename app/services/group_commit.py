@@ -10,6 +10,8 @@ a transaction of its own, so again only the faulty one fails.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -32,10 +34,14 @@ _BEFORE_COMMIT = "mintca.group_commit.before_commit"
 # Enough to absorb every connection of a loaded worker in one commit, small enough that one
 # transaction stays short on PostgreSQL.
 MAX_BATCH = 128
-# How long the writer waits for more writes after the first of a batch, while writes arrive
-# concurrently (the last batch had several): a commit costs about as much as the writes in it
-# together, so bigger batches free CPU for the requests (README, Performance).
-LINGER_SECONDS = 0.003
+# How long at most the writer waits for more writes after the first of a batch, while writes
+# arrive concurrently (the last batch had several): a commit costs about as much as the writes
+# in it together, so bigger batches free CPU for the requests (README, Performance).
+LINGER_SECONDS = 0.005
+# What it waits for within that time: this many turns of the event loop that submitted the
+# last write. By then the loop has checked, signed and submitted the requests it had read, so
+# they share the commit, and the commit's CPU comes when the loop has none to spend.
+LOOP_TURNS = 3
 
 
 @dataclass
@@ -48,8 +54,10 @@ class GroupCommitter:
     """Runs `submit()`ted writes in shared transactions, in arrival order. While one commit is
     in flight the next requests queue, and the writer takes all of them at once. It waits to
     gather more only under concurrent load, as PostgreSQL's commit_delay does only with
-    commit_siblings: after a batch of several writes it lingers `linger` seconds before the
-    next; after a batch of one (a lone request) the next commits at once."""
+    commit_siblings: after a batch of several writes it lingers before the next, until the
+    event loop that submitted the last write has turned LOOP_TURNS times, at most `linger`
+    seconds (the whole `linger` for writes from threads without a loop); after a batch of one
+    (a lone request) the next commits at once."""
 
     def __init__(
         self,
@@ -67,6 +75,7 @@ class GroupCommitter:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # the last submitter's
 
     def submit(self, write: Callable[[Session], T]) -> T:
         """Run `write(session)` in a shared write transaction and return its result once that
@@ -90,6 +99,8 @@ class GroupCommitter:
             ServiceUnavailableError: the committer is closed.
         """
         pending = _Pending(write)
+        with contextlib.suppress(RuntimeError):  # not from an event loop: keep the last one
+            self._loop = asyncio.get_running_loop()
         with self._lock:
             if self._closed:
                 raise ServiceUnavailableError("the server is shutting down")
@@ -122,7 +133,7 @@ class GroupCommitter:
             if first is None:
                 return
             if concurrent and self._linger > 0:
-                self._sleep(self._linger)  # more are on their way: let them share this commit
+                self._linger_for_more()  # more are on their way: let them share this commit
             batch = [first]
             while len(batch) < self._max_batch:
                 try:
@@ -141,6 +152,25 @@ class GroupCommitter:
                 for pending in batch:
                     if not pending.future.done():
                         pending.future.set_exception(ServiceUnavailableError("write failed"))
+
+    def _linger_for_more(self) -> None:
+        loop = self._loop
+        if loop is None:
+            self._sleep(self._linger)
+            return
+        turned = threading.Event()
+
+        def turn(left: int) -> None:  # each call_soon runs on the loop's next turn
+            if left <= 1:
+                turned.set()
+            else:
+                loop.call_soon(turn, left - 1)
+
+        try:
+            loop.call_soon_threadsafe(turn, LOOP_TURNS)
+        except RuntimeError:  # that loop is closed: no request of it is on its way
+            return
+        turned.wait(self._linger)
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:

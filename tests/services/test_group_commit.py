@@ -6,6 +6,7 @@ and the next batch takes them all at once (MAX_BATCH is far above their number).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -192,7 +193,8 @@ def test_a_write_that_breaks_is_retried_alone_and_fails_alone(services: Services
 
 def test_the_writer_lingers_only_after_a_batch_of_several(services: Services) -> None:
     """A lone request commits at once; after a batch of several writes (concurrent load) the
-    writer waits LINGER_SECONDS before the next, so more writes share its commit."""
+    writer waits before the next, so more writes share its commit: `linger` seconds when no
+    event loop submitted writes (below, when one did)."""
     lingered: list[float] = []
     committer = GroupCommitter(services.db, linger=0.5, sleep=lingered.append)
     holding, release = threading.Event(), threading.Event()
@@ -219,3 +221,55 @@ def test_the_writer_lingers_only_after_a_batch_of_several(services: Services) ->
         assert lingered == [0.5]
     finally:
         committer.close()
+
+
+def test_under_load_the_writer_waits_for_the_submitting_event_loop(services: Services) -> None:
+    """After a batch of several, the writer waits until the event loop that submitted the last
+    write has turned (it has then submitted what it had read), at most `linger`: while that
+    loop is busy the next write waits; once it turns, the write commits, long before `linger`."""
+    committer = GroupCommitter(services.db, linger=WAIT_SECONDS)
+    loop = asyncio.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever)
+    loop_thread.start()
+    holding, release, busy, free = (threading.Event() for _ in range(4))
+
+    def nothing(_session: Session) -> str:
+        return "stored"
+
+    def hold(_session: Session) -> str:
+        holding.set()
+        release.wait(WAIT_SECONDS)
+        return "stored"
+
+    async def submit(write: Callable[[Session], str]) -> Future[str]:
+        return committer.submit_nowait(write)  # from the loop, as the fast paths submit
+
+    def from_loop(write: Callable[[Session], str]) -> Future[str]:
+        return asyncio.run_coroutine_threadsafe(submit(write), loop).result(WAIT_SECONDS)
+
+    def keep_busy() -> None:  # a request the loop is still working on
+        busy.set()
+        free.wait(WAIT_SECONDS)
+
+    try:
+        held = from_loop(hold)
+        assert holding.wait(WAIT_SECONDS)
+        queued = [from_loop(nothing) for _ in range(3)]  # the next batch: several
+        release.set()
+        assert [f.result(WAIT_SECONDS) for f in [held, *queued]] == ["stored"] * 4
+        loop.call_soon_threadsafe(keep_busy)
+        assert busy.wait(WAIT_SECONDS)
+        waiting = committer.submit_nowait(nothing)
+        time.sleep(0.3)
+        assert not waiting.done(), "committed while the submitting loop was busy"
+        started = time.monotonic()
+        free.set()
+        assert waiting.result(WAIT_SECONDS) == "stored"
+        assert time.monotonic() - started < WAIT_SECONDS / 3, "waited for linger, not the loop"
+    finally:
+        free.set()
+        release.set()
+        committer.close()
+        loop.call_soon_threadsafe(loop.stop)
+        loop_thread.join(WAIT_SECONDS)
+        loop.close()
