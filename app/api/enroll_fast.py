@@ -136,9 +136,7 @@ class EnrollFastPath:
             if future is None:
                 return False, receive
             await asyncio.wrap_future(future)
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                raise  # cancelled: the client left
+        except Exception as exc:  # a refusal, or the commit's error (a cancel goes on up)
             response = self.answers.answer(exc)
         else:
             response = self.answers.answer(future)

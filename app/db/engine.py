@@ -205,6 +205,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def _begin_sqlite(dbapi_connection: Any) -> None:
+    """Every transaction's BEGIN on this engine: IMMEDIATE for the one `Database.write` is
+    beginning in this thread, so it holds SQLite's write lock from its start."""
     immediate = getattr(_beginning_write, "active", False)
     cursor = dbapi_connection.cursor()
     try:

@@ -130,15 +130,11 @@ class OCSPFastProtocol(LimitedHttpToolsProtocol):
 
     def _may_answer(self) -> bool:
         """Whether this request, its head just parsed, may be answered here: GET or POST on
-        the OCSP paths, nothing unusual about it, and no answer in progress before it."""
+        the OCSP paths, or an enrollment the fast path takes, nothing unusual about it, and
+        no answer in progress before it."""
         method, url = self.parser.get_method(), self.url
-        enrolling = method == b"POST" and url == _ENROLL_URL and self.enroll is not None
-        if enrolling:
-            pass
-        elif method == b"POST":
-            if url != b"/ocsp":
-                return False
-        elif method != b"GET" or not url.startswith(b"/ocsp/") or b"?" in url or b"#" in url:
+        enrolling = method == b"POST" and url == _ENROLL_URL
+        if not enrolling and not _is_ocsp(method, url):
             return False
         if self.parser.should_upgrade() or self.expect_100_continue or self.root_path:
             return False
@@ -270,6 +266,12 @@ class OCSPFastProtocol(LimitedHttpToolsProtocol):
             http_version,
             status,
         )
+
+
+def _is_ocsp(method: bytes, url: bytes) -> bool:
+    if method == b"POST":
+        return url == b"/ocsp"
+    return method == b"GET" and url.startswith(b"/ocsp/") and b"?" not in url and b"#" not in url
 
 
 def ocsp_protocol(

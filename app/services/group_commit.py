@@ -154,6 +154,8 @@ class GroupCommitter:
                         pending.future.set_exception(ServiceUnavailableError("write failed"))
 
     def _linger_for_more(self) -> None:
+        """Until the last submitter's event loop has turned LOOP_TURNS times, at most
+        `linger` seconds; the whole `linger` when no event loop submitted writes."""
         loop = self._loop
         if loop is None:
             self._sleep(self._linger)
