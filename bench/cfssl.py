@@ -27,7 +27,16 @@ import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from enroll import Result, csr_pems, free_port, group_cpu_seconds, parse_wrk, wrk_script
+from enroll import (
+    Result,
+    csr_pems,
+    free_port,
+    group_cpu_seconds,
+    idle_percent,
+    machine_jiffies,
+    parse_wrk,
+    wrk_script,
+)
 
 # CFSSL's certdb tables, as its `-db-config` SQLite store expects them (CFSSL ships the schema
 # as goose migrations, which Debian's package does not install).
@@ -131,6 +140,7 @@ def measure(*, duration: int, connections: int) -> Result:
                 capture_output=True,
             )
             cpu_before, stored_before = group_cpu_seconds(process.pid), stored(database)
+            jiffies = machine_jiffies()
             output = subprocess.run(
                 [
                     "wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency",
@@ -141,13 +151,14 @@ def measure(*, duration: int, connections: int) -> Result:
                 text=True,
                 timeout=duration + 30,
             ).stdout  # fmt: skip
+            idle = idle_percent(jiffies, machine_jiffies())
             cpu = group_cpu_seconds(process.pid) - cpu_before
             stored_during = stored(database) - stored_before
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=20)
     rate, p50, p99, errors = parse_wrk(output)
-    return Result(rate, p50, p99, errors, stored_during, cpu * 1000 / max(stored_during, 1))
+    return Result(rate, p50, p99, errors, stored_during, cpu * 1000 / max(stored_during, 1), idle)
 
 
 def wait_until_signing(url: str, body: str, log: Path) -> None:

@@ -78,6 +78,7 @@ class Result:
     errors: int
     stored: int
     cpu_ms: float  # CPU time of every MintCA process per stored enrollment
+    idle_percent: float  # of the whole machine during the run: what the server left unused
 
 
 def group_cpu_seconds(pgid: int) -> float:
@@ -92,6 +93,16 @@ def group_cpu_seconds(pgid: int) -> float:
         if int(fields[2]) == pgid:  # fields after the command: state, ppid, pgrp, ...
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """(idle + iowait, all) jiffies of every CPU since boot (Linux /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return fields[3] + fields[4], sum(fields)
+
+
+def idle_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    return 100 * (after[0] - before[0]) / max(after[1] - before[1], 1)
 
 
 def free_port() -> int:
@@ -223,9 +234,9 @@ def run_wrk(
     workdir: Path,
     pgid: int,
     count: Callable[[], int],
-) -> tuple[str, float, int]:
-    """wrk's output, the server's CPU seconds and the certificates stored, all over the
-    measured run only."""
+) -> tuple[str, float, int, float]:
+    """wrk's output, the server's CPU seconds, the certificates stored and the machine's idle
+    percentage, all over the measured run only."""
     script = workdir / "enroll.lua"
     bodies = [
         json.dumps({"csr": csr, "profile": "server", "validity_days": 30}) for csr in csr_pems()
@@ -240,6 +251,7 @@ def run_wrk(
         capture_output=True,
     )
     cpu_before, stored_before = group_cpu_seconds(pgid), count()
+    jiffies = machine_jiffies()
     completed = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
         check=True,
@@ -247,7 +259,8 @@ def run_wrk(
         text=True,
         timeout=duration + 30,
     )
-    return completed.stdout, group_cpu_seconds(pgid) - cpu_before, count() - stored_before
+    idle = idle_percent(jiffies, machine_jiffies())
+    return completed.stdout, group_cpu_seconds(pgid) - cpu_before, count() - stored_before, idle
 
 
 def measure(settings: Settings, args: argparse.Namespace, workdir: Path) -> Result:
@@ -282,7 +295,7 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path) -> Resu
             stderr=subprocess.DEVNULL,
         )
     try:
-        output, cpu_seconds, stored_during = run_wrk(
+        output, cpu_seconds, stored_during, idle = run_wrk(
             port,
             token,
             connections=args.connections,
@@ -298,7 +311,8 @@ def measure(settings: Settings, args: argparse.Namespace, workdir: Path) -> Resu
     if args.verbose:
         print(output, file=sys.stderr)
     rate, p50, p99, errors = parse_wrk(output)
-    return Result(rate, p50, p99, errors, stored_during, cpu_seconds * 1000 / max(stored_during, 1))
+    cpu_ms = cpu_seconds * 1000 / max(stored_during, 1)
+    return Result(rate, p50, p99, errors, stored_during, cpu_ms, idle)
 
 
 def scratch_postgresql(url: str) -> tuple[str, str]:
@@ -337,7 +351,8 @@ def drop_postgresql(url: str, name: str, *, attempts: int = 5) -> None:
 def row(label: str, result: Result) -> str:
     return (
         f"| {label} | {result.requests_per_second:,.0f} | {result.p50_ms:.1f} | "
-        f"{result.p99_ms:.1f} | {result.stored:,} | {result.errors} | {result.cpu_ms:.2f} |"
+        f"{result.p99_ms:.1f} | {result.stored:,} | {result.errors} | {result.cpu_ms:.2f} | "
+        f"{result.idle_percent:.0f} |"
     )
 
 
@@ -366,8 +381,9 @@ def main() -> None:
         f"enrollment stored durably: JSON CSR, EC P-256 issuing CA, {args.connections} "
         f"connections (wrk -t2), {args.workers} worker(s), {args.duration} s",
         "",
-        "| database | requests/s | p50 ms | p99 ms | stored | errors | server CPU ms/enrollment |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| database | requests/s | p50 ms | p99 ms | stored | errors | server CPU ms/enrollment "
+        "| machine idle % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     kek = encode_kek(generate_kek())
     with tempfile.TemporaryDirectory() as directory:
@@ -387,7 +403,7 @@ def main() -> None:
             finally:
                 drop_postgresql(args.postgresql, name)
         else:
-            lines.append("| PostgreSQL | skipped: no --postgresql URL given | | | | | |")
+            lines.append("| PostgreSQL | skipped: no --postgresql URL given | | | | | | |")
     if not args.skip_cfssl:
         lines.extend(peer_rows(args, sqlite))
     print("\n".join(lines))
@@ -398,7 +414,7 @@ def peer_rows(args: argparse.Namespace, sqlite: Result | None) -> list[str]:
     import cfssl  # bench/cfssl.py, beside this script
 
     if not cfssl.available():
-        return ["| CFSSL | skipped: cfssl is not installed (Debian: golang-cfssl) | | | | | |"]
+        return ["| CFSSL | skipped: cfssl is not installed (Debian: golang-cfssl) | | | | | | |"]
     peer = cfssl.measure(duration=args.duration, connections=args.connections)
     lines = [row("CFSSL 1.2, SQLite certdb (peer)", peer)]
     if sqlite is not None:
