@@ -44,6 +44,14 @@ class PlainRequest:
     validity_days: int | None
 
 
+@dataclass(frozen=True)
+class TakenRequest:
+    """A request whose head the fast path takes: its bearer token and the token's grant."""
+
+    token: str
+    grant: TokenGrant
+
+
 class EnrollFastAnswers:
     """The fast path's decisions without ASGI: the raw ASGI layer below uses them, and so does
     the public listener's HTTP protocol (app.server.ocsp_protocol), which answers before
@@ -55,9 +63,9 @@ class EnrollFastAnswers:
 
     def takes(
         self, headers: dict[bytes, str], scheme: str | None, client_host: str | None
-    ) -> TokenGrant | None:
-        """The token's grant when a request with this head is one the fast path answers (its
-        body still to be judged by `start`); None sends it on to the route."""
+    ) -> TakenRequest | None:
+        """The token and its grant when a request with this head is one the fast path answers
+        (its body still to be judged by `start`); None sends it on to the route."""
         if media_type_of(headers.get(b"content-type", "")) != "application/json":
             return None
         try:
@@ -66,10 +74,11 @@ class EnrollFastAnswers:
             return None
         token = bearer_token(headers.get(b"authorization", ""))
         # None for an uncached token too: the route looks it up in the database.
-        return None if token is None else self._services.tokens.cached_grant(token)
+        grant = None if token is None else self._services.tokens.cached_grant(token)
+        return None if token is None or grant is None else TakenRequest(token, grant)
 
     def start(
-        self, grant: TokenGrant, headers: dict[bytes, str], client_host: str | None, body: bytes
+        self, taken: TakenRequest, client_host: str | None, body: bytes
     ) -> Future[IssuedCertificate] | None:
         """Check and sign the enrollment in this body and hand its write to the group commit;
         None when the body is not a plain request (the route judges it). Nothing with an
@@ -80,11 +89,10 @@ class EnrollFastAnswers:
         request = parse_plain_request(body)
         if request is None:
             return None
-        token = bearer_token(headers.get(b"authorization", "")) or ""
-        self.limiter.check(client_host, token)
+        self.limiter.check(client_host, taken.token)
         return self._services.enrollment.start(
-            grant,
-            token=token,
+            taken.grant,
+            token=taken.token,
             csr_data=request.csr,
             profile=request.profile,
             validity_days=request.validity_days,
@@ -125,14 +133,14 @@ class EnrollFastPath:
         headers = first_headers(scope["headers"])
         client = scope.get("client")
         client_host: str | None = client[0] if client else None
-        grant = self.answers.takes(headers, scope.get("scheme"), client_host)
-        if grant is None:
+        taken = self.answers.takes(headers, scope.get("scheme"), client_host)
+        if taken is None:
             return False, receive
         body, receive = await read_body(scope, receive)
         if body is None:
             return False, receive
         try:
-            future = self.answers.start(grant, headers, client_host, body)
+            future = self.answers.start(taken, client_host, body)
             if future is None:
                 return False, receive
             await asyncio.wrap_future(future)

@@ -25,7 +25,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
 from app.api.enroll_fast import PATH as ENROLL_PATH
-from app.api.enroll_fast import EnrollFastAnswers, first_headers
+from app.api.enroll_fast import EnrollFastAnswers, TakenRequest, first_headers
 from app.api.limits import MAX_BODY_BYTES
 from app.server.limits import LimitedHttpToolsProtocol
 
@@ -70,7 +70,7 @@ class OCSPFastProtocol(LimitedHttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._fast_body: bytearray | None = None  # set while reading a request we may answer
         self._fast_request = ("", "")  # its method and decoded path
-        self._enrolling: tuple[Any, dict[bytes, str]] | None = None  # its grant and headers
+        self._enrolling: TakenRequest | None = None  # an enrollment's token and grant
         self._close_after = False  # shutdown began while its body was on the way
 
     def on_message_begin(self) -> None:
@@ -104,8 +104,8 @@ class OCSPFastProtocol(LimitedHttpToolsProtocol):
             return
         self._fast_body = None
         if self._enrolling is not None and self.enroll is not None:
-            (grant, headers), self._enrolling = self._enrolling, None
-            self._start_enrollment(self.enroll, grant, headers, bytes(collected))
+            taken, self._enrolling = self._enrolling, None
+            self._start_enrollment(self.enroll, taken, bytes(collected))
             return
         method, path = self._fast_request
         started = time.perf_counter()
@@ -164,11 +164,10 @@ class OCSPFastProtocol(LimitedHttpToolsProtocol):
     def _may_enroll(self) -> bool:
         if self.enroll is None:
             return False
-        headers = first_headers(self.headers)
-        grant = self.enroll.takes(headers, self.scheme, self._client_host())
-        if grant is None:
+        taken = self.enroll.takes(first_headers(self.headers), self.scheme, self._client_host())
+        if taken is None:
             return False
-        self._enrolling = (grant, headers)
+        self._enrolling = taken
         self._fast_request = ("POST", ENROLL_PATH)
         return True
 
@@ -176,13 +175,13 @@ class OCSPFastProtocol(LimitedHttpToolsProtocol):
         return self.client[0] if self.client else None
 
     def _start_enrollment(
-        self, enroll: EnrollFastAnswers, grant: Any, headers: dict[bytes, str], body: bytes
+        self, enroll: EnrollFastAnswers, taken: TakenRequest, body: bytes
     ) -> None:
         """Check and sign now; answer when the group commit has committed (`_enrolled`)."""
         started = time.perf_counter()
         keep_alive = self._keeps_alive()
         try:
-            future = enroll.start(grant, headers, self._client_host(), body)
+            future = enroll.start(taken, self._client_host(), body)
         except Exception as exc:  # refused before anything was written
             self._cancel_timer()
             self._answer_enrollment(enroll, enroll.answer(exc), keep_alive, started)

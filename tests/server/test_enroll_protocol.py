@@ -43,12 +43,10 @@ class FakeEnroll:
     def takes(self, headers: dict[bytes, str], scheme: str | None, client: str | None) -> Any:
         if headers.get(b"content-type") != "application/json":
             return None
-        return "grant" if headers.get(b"authorization") == "Bearer good" else None
+        return "taken" if headers.get(b"authorization") == "Bearer good" else None
 
-    def start(
-        self, grant: Any, headers: dict[bytes, str], client: str | None, body: bytes
-    ) -> Future[str] | None:
-        assert grant == "grant"
+    def start(self, taken: Any, client: str | None, body: bytes) -> Future[str] | None:
+        assert taken == "taken"
         if body == b"odd":
             return None
         if body == b"limited":
