@@ -54,6 +54,9 @@ class App:
             if not message.get("more_body", False):
                 break
         self.bodies.append(body)
+        await self.respond(scope, body, receive, send)
+
+    async def respond(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
         await asyncio.sleep(0)
         text = f"app:{scope['method']} {scope['path']} {len(body)}".encode()
         headers = [(b"content-length", b"%d" % len(text))]

@@ -70,14 +70,7 @@ class FakeEnroll:
 class IssuingApp(App):
     """The route behind: answers every request as the fake enrollment does."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        self.bodies.append(body)
+    async def respond(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> None:
         await issued('{"by":"x"}')(scope, receive, send)
 
 
@@ -93,8 +86,9 @@ def enroll(body: bytes, *, token: bytes = b"good", extra: bytes = b"") -> bytes:
     )
 
 
-def resolve(future: Future[str], value: str | BaseException) -> None:
-    """Resolve as the group-commit writer does: from another thread."""
+async def commit(future: Future[str], value: str | BaseException) -> None:
+    """Resolve as the group-commit writer does, from another thread, then let the loop run
+    what that scheduled."""
 
     def finish() -> None:
         if isinstance(value, BaseException):
@@ -105,9 +99,6 @@ def resolve(future: Future[str], value: str | BaseException) -> None:
     thread = threading.Thread(target=finish)
     thread.start()
     thread.join()
-
-
-async def turns() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
 
@@ -118,8 +109,7 @@ def test_an_enrollment_is_answered_once_its_commit_resolves_as_uvicorn_frames_it
         connection = Connection(NoOCSP(), app, fake)
         assert await connection.send(enroll(b"plain")) == b"", "answered before the commit"
         assert connection.protocol.timeout_keep_alive_task is None
-        resolve(fake.pending[0], '{"by":"x"}')
-        await turns()
+        await commit(fake.pending[0], '{"by":"x"}')
         fast = bytes(connection.transport.written)
         # The same answer from the app behind (an unknown token goes there), through
         # uvicorn's own request cycle, on a connection of its own.
@@ -141,14 +131,12 @@ def test_a_request_pipelined_behind_a_pending_enrollment_waits_for_it() -> None:
         connection = Connection(NoOCSP(), app, fake)
         health = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n"
         assert await connection.send(enroll(b"plain-1") + health) == b""
-        resolve(fake.pending[0], '"one"')
-        await turns()
+        await commit(fake.pending[0], '"one"')
         written = bytes(connection.transport.written)
         assert written.index(b'\r\n\r\n"one"') < written.index(b"app:GET /health 0"), written
         # And the next enrollment on the connection is the fast path's again.
         await connection.send(enroll(b"plain-2"))
-        resolve(fake.pending[1], '"two"')
-        await turns()
+        await commit(fake.pending[1], '"two"')
         assert bytes(connection.transport.written).endswith(b'\r\n\r\n"two"')
         assert fake.observed == [201, 201]
 
@@ -175,8 +163,9 @@ def test_a_commit_that_fails_is_answered_with_its_problem() -> None:
         fake = FakeEnroll()
         connection = Connection(NoOCSP(), App(), fake)
         await connection.send(enroll(b"plain"))
-        resolve(fake.pending[0], TokenRejectedError("the token is unknown, expired or used up"))
-        await turns()
+        await commit(
+            fake.pending[0], TokenRejectedError("the token is unknown, expired or used up")
+        )
         written = bytes(connection.transport.written)
         assert written.startswith(b"HTTP/1.1 401 Unauthorized\r\n"), written
         assert b"used up" in written
@@ -209,8 +198,7 @@ def test_a_client_that_leaves_before_the_commit_gets_nothing() -> None:
         await connection.send(enroll(b"plain"))
         connection.protocol.connection_lost(None)
         written_before = bytes(connection.transport.written)
-        resolve(fake.pending[0], '"stored all the same"')
-        await turns()
+        await commit(fake.pending[0], '"stored all the same"')
         assert bytes(connection.transport.written) == written_before == b""
         assert fake.observed == []
 
@@ -224,8 +212,7 @@ def test_shutdown_while_an_enrollment_commits_answers_it_then_closes() -> None:
         await connection.send(enroll(b"plain"))
         connection.protocol.shutdown()
         assert not connection.transport.closed, "closed under a pending answer"
-        resolve(fake.pending[0], '"last"')
-        await turns()
+        await commit(fake.pending[0], '"last"')
         written = bytes(connection.transport.written)
         assert b"\r\nconnection: close\r\n\r\n" in written, written
         assert written.endswith(b'"last"')

@@ -42,25 +42,36 @@ def create_token(services: Services, *, max_uses: int) -> CreatedToken:
     )
 
 
+class HeldWrite:
+    """A write that keeps the writer busy until released, so the next writes queue behind it."""
+
+    def __init__(self) -> None:
+        self.holding, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, _session: Session) -> str:
+        self.holding.set()
+        self.release.wait(WAIT_SECONDS)
+        return "stored"
+
+
+def write_nothing(_session: Session) -> str:
+    return "stored"
+
+
 @contextmanager
 def one_batch(services: Services, expected: int) -> Iterator[ThreadPoolExecutor]:
     """Hold the writer until `expected` writes are queued behind it, then let it go: the
     writes submitted through the yielded pool meet in one batch."""
-    holding, release = threading.Event(), threading.Event()
-
-    def hold(_session: Session) -> None:
-        holding.set()
-        release.wait(WAIT_SECONDS)
-
+    hold = HeldWrite()
     with ThreadPoolExecutor(max_workers=expected + 1) as pool:
         blocker = pool.submit(services.committer.submit, hold)
-        assert holding.wait(WAIT_SECONDS), "the writer never ran the holding write"
+        assert hold.holding.wait(WAIT_SECONDS), "the writer never ran the holding write"
         deadline = time.monotonic() + WAIT_SECONDS
         yield pool
         while services.committer.queued() < expected and time.monotonic() < deadline:
             time.sleep(0.01)
         queued = services.committer.queued()
-        release.set()
+        hold.release.set()
         blocker.result(WAIT_SECONDS)
     assert queued == expected, f"{queued} of {expected} enrollments were queued together"
 
@@ -197,27 +208,18 @@ def test_the_writer_lingers_only_after_a_batch_of_several(services: Services) ->
     event loop submitted writes (below, when one did)."""
     lingered: list[float] = []
     committer = GroupCommitter(services.db, linger=0.5, sleep=lingered.append)
-    holding, release = threading.Event(), threading.Event()
-
-    def nothing(_session: Session) -> str:
-        return "stored"
-
-    def hold(_session: Session) -> str:
-        holding.set()
-        release.wait(WAIT_SECONDS)
-        return "stored"
-
+    hold = HeldWrite()
     try:
-        assert committer.submit(nothing) == "stored"  # alone, nothing before: no wait
+        assert committer.submit(write_nothing) == "stored"  # alone, nothing before: no wait
         held = committer.submit_nowait(hold)
-        assert holding.wait(WAIT_SECONDS)
-        queued = [committer.submit_nowait(nothing) for _ in range(3)]  # one batch of three
-        release.set()
+        assert hold.holding.wait(WAIT_SECONDS)
+        queued = [committer.submit_nowait(write_nothing) for _ in range(3)]  # a batch of three
+        hold.release.set()
         assert [f.result(WAIT_SECONDS) for f in [held, *queued]] == ["stored"] * 4
         assert lingered == []
-        assert committer.submit(nothing) == "stored"  # after the batch of three: waits
+        assert committer.submit(write_nothing) == "stored"  # after the batch of three: waits
         assert lingered == [0.5]
-        assert committer.submit(nothing) == "stored"  # after a batch of one: at once
+        assert committer.submit(write_nothing) == "stored"  # after a batch of one: at once
         assert lingered == [0.5]
     finally:
         committer.close()
@@ -231,15 +233,7 @@ def test_under_load_the_writer_waits_for_the_submitting_event_loop(services: Ser
     loop = asyncio.new_event_loop()
     loop_thread = threading.Thread(target=loop.run_forever)
     loop_thread.start()
-    holding, release, busy, free = (threading.Event() for _ in range(4))
-
-    def nothing(_session: Session) -> str:
-        return "stored"
-
-    def hold(_session: Session) -> str:
-        holding.set()
-        release.wait(WAIT_SECONDS)
-        return "stored"
+    hold, busy, free = HeldWrite(), threading.Event(), threading.Event()
 
     async def submit(write: Callable[[Session], str]) -> Future[str]:
         return committer.submit_nowait(write)  # from the loop, as the fast paths submit
@@ -253,13 +247,13 @@ def test_under_load_the_writer_waits_for_the_submitting_event_loop(services: Ser
 
     try:
         held = from_loop(hold)
-        assert holding.wait(WAIT_SECONDS)
-        queued = [from_loop(nothing) for _ in range(3)]  # the next batch: several
-        release.set()
+        assert hold.holding.wait(WAIT_SECONDS)
+        queued = [from_loop(write_nothing) for _ in range(3)]  # the next batch: several
+        hold.release.set()
         assert [f.result(WAIT_SECONDS) for f in [held, *queued]] == ["stored"] * 4
         loop.call_soon_threadsafe(keep_busy)
         assert busy.wait(WAIT_SECONDS)
-        waiting = committer.submit_nowait(nothing)
+        waiting = committer.submit_nowait(write_nothing)
         time.sleep(0.3)
         assert not waiting.done(), "committed while the submitting loop was busy"
         started = time.monotonic()
@@ -268,7 +262,7 @@ def test_under_load_the_writer_waits_for_the_submitting_event_loop(services: Ser
         assert time.monotonic() - started < WAIT_SECONDS / 3, "waited for linger, not the loop"
     finally:
         free.set()
-        release.set()
+        hold.release.set()
         committer.close()
         loop.call_soon_threadsafe(loop.stop)
         loop_thread.join(WAIT_SECONDS)
