@@ -1,13 +1,21 @@
-"""Serial numbers: 159 random bits, positive; lowercase hex out, several spellings in."""
+"""Serial numbers: the issuing time over 107 random bits, positive; lowercase hex out, several
+spellings in."""
 
 from __future__ import annotations
 
 import secrets
+import time
 
 import pytest
 from cryptography import x509
 
-from app.ca.serials import SERIAL_BITS, format_serial, new_serial_number, parse_serial
+from app.ca.serials import (
+    RANDOM_BITS,
+    SERIAL_BITS,
+    format_serial,
+    new_serial_number,
+    parse_serial,
+)
 from app.errors import InvalidSerialError
 
 
@@ -75,13 +83,29 @@ def test_format_and_parse_round_trip() -> None:
 
 
 def test_new_serial_numbers() -> None:
+    before = time.time_ns() // 1000
     draws = [new_serial_number() for _ in range(200)]
+    after = time.time_ns() // 1000
 
     assert all(0 < s < 2**159 for s in draws), "positive and at most 20 DER octets"
     assert len(set(draws)) == len(draws), "no repeats"
-    assert any(s > 2**150 for s in draws), "the high bits are random too"
-    assert len({s >> 152 for s in draws}) > 10, "the top byte varies"
-    assert all(s.bit_length() <= SERIAL_BITS == 159 for s in draws)
+    random_parts = [s % 2**RANDOM_BITS for s in draws]
+    assert RANDOM_BITS >= 64, "CA/B Forum BR 7.1: at least 64 bits of CSPRNG output"
+    assert len({r >> (RANDOM_BITS - 8) for r in random_parts}) > 10, "the random bits' top varies"
+    assert len({r % 256 for r in random_parts}) > 10, "and so does their bottom"
+    assert all(before <= s >> RANDOM_BITS <= after for s in draws), "the issuing time on top"
+
+
+def test_serials_issued_later_sort_after_as_numbers_and_as_stored_text() -> None:
+    """What keeps a batch's index entries on one B-tree page: later serials are greater, as
+    integers and as the hex text the database stores (same length until 2112)."""
+    earlier = [new_serial_number() for _ in range(50)]
+    time.sleep(0.001)
+    later = [new_serial_number() for _ in range(50)]
+
+    assert max(earlier) < min(later)
+    assert max(map(format_serial, earlier)) < min(map(format_serial, later))
+    assert {len(format_serial(s)) for s in earlier + later} == {40}
 
 
 def test_new_serial_number_is_accepted_by_certificate_builders() -> None:
