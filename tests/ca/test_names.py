@@ -9,10 +9,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.ca.names import (
     RequestedNames,
     check_names_allowed,
+    has_control_characters,
     is_dns_name,
     is_ip,
     name_allowed,
@@ -275,3 +278,25 @@ def test_is_ip_agrees_with_the_standard_parser(name: str) -> None:
     else:
         expected = True
     assert is_ip(name) is expected
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=0x200, exclude_categories=("Cs",))))
+def test_control_characters_are_c0_del_and_c1(name: str) -> None:
+    expected = any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name)
+    assert has_control_characters(name) is expected
+
+
+@pytest.mark.parametrize(
+    ("name", "found"),
+    [
+        pytest.param("svc.example", False, id="plain"),
+        pytest.param("caf\u00e9.example", False, id="Latin-1 letter"),
+        pytest.param("a\nb", True, id="newline"),
+        pytest.param("\x00", True, id="NUL"),
+        pytest.param("a\x7f", True, id="DEL"),
+        pytest.param("a\x9fb", True, id="last C1"),
+        pytest.param("a\xa0b", False, id="no-break space"),
+    ],
+)
+def test_control_characters(name: str, found: bool) -> None:
+    assert has_control_characters(name) is found
