@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     kek_file: Path | None = None
     kek_previous: str | None = Field(default=None, repr=False)  # KEKs being retired
     workers: int = Field(default=1, ge=1, le=64)
+    # auto: with one worker per CPU this process may run on, each worker keeps to its own CPU
+    # (app.server.workers.worker_cpus; README: Deployment); off: the scheduler places them.
+    cpu_affinity: Literal["auto", "off"] = "auto"
     crl_validity: Annotated[Duration, CRL_VALIDITY_BOUNDS] = timedelta(hours=24)
     ocsp_validity: Annotated[Duration, OCSP_VALIDITY_BOUNDS] = timedelta(hours=12)
     ocsp_signer: Literal["delegated", "ca"] = "delegated"

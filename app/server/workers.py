@@ -15,6 +15,7 @@ import asyncio
 import gc
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import threading
@@ -44,8 +45,9 @@ def run(settings: Settings) -> None:
     # rounds neither scan them nor, in a forked worker, write to (and so copy) their pages.
     gc.freeze()
     gc.enable()  # `mintca serve` turned it off while it imported (app.cli.main)
+    cpus = worker_cpus(settings.workers, allowed_cpus(), settings.cpu_affinity)
     if settings.workers == 1:
-        serve_worker(settings, public_sock, mtls_sock)
+        serve_worker(settings, public_sock, mtls_sock, cpus[0] if cpus else None)
         return
     forked = start_method(settings) == "fork"
     context = (
@@ -53,7 +55,9 @@ def run(settings: Settings) -> None:
     )
     children = [
         context.Process(
-            target=serve_worker, args=(settings, public_sock, mtls_sock), name=f"mintca-{n}"
+            target=serve_worker,
+            args=(settings, public_sock, mtls_sock, cpus[n] if cpus else None),
+            name=f"mintca-{n}",
         )
         for n in range(settings.workers)
     ]
@@ -80,8 +84,37 @@ def start_method(settings: Settings) -> str:
     return "fork"
 
 
-def serve_worker(settings: Settings, public_sock: socket.socket, mtls_sock: socket.socket) -> None:
+def allowed_cpus() -> set[int]:
+    """The CPUs this process may run on (its cpuset, taskset), empty where the platform
+    cannot tell or pin."""
+    if not hasattr(os, "sched_getaffinity") or not hasattr(os, "sched_setaffinity"):
+        return set()
+    return set(os.sched_getaffinity(0))
+
+
+def worker_cpus(workers: int, allowed: set[int], setting: str) -> list[int] | None:
+    """The CPU each worker keeps to, or None to leave the workers to the scheduler.
+
+    With exactly one worker per allowed CPU (`auto`), worker n runs on the n-th: a worker's
+    event loop and its group-commit writer share one GIL, and when the scheduler spread them
+    over both cores every hand-over of the GIL woke a thread on the other core, and the
+    workers wandered from core to core (README: CPU affinity, +15 % enrollments at 2 workers
+    on 2 cores). With fewer workers than CPUs the scheduler balances them better than a fixed
+    choice; with more, some would share a CPU while others idle."""
+    if setting == "off" or not allowed or workers != len(allowed):
+        return None
+    return sorted(allowed)
+
+
+def serve_worker(
+    settings: Settings, public_sock: socket.socket, mtls_sock: socket.socket, cpu: int | None
+) -> None:
+    if cpu is not None:
+        # Before any thread starts: threads inherit the CPU set of the thread that made them.
+        os.sched_setaffinity(0, {cpu})
     configure_logging(settings)  # a spawned child starts with no logging configured
+    if cpu is not None:
+        log.info("worker %d keeps to CPU %d (MINTCA_CPU_AFFINITY=auto)", os.getpid(), cpu)
     services = Services(settings)
     try:
         # uvloop: the loop uvicorn picks itself when it runs one; here serve_both runs it, and

@@ -4,6 +4,7 @@ code 0, nothing left behind."""
 
 from __future__ import annotations
 
+import os
 import signal
 import stat
 import subprocess
@@ -213,12 +214,32 @@ def test_two_workers_serve_both_listeners_and_sigterm_stops_all(
         stop_server(process)
         raise
 
+    check_worker_cpus(workers)
     code, _ = terminate(process, STOP_SECONDS)
     assert code == 0, server.log()
     left = wait_gone(list(family), 5)
     assert not left, f"left behind after SIGTERM: {[family[pid] for pid in left]}"
     assert refuses_connections(f"{server.public_url}/health")
     assert "Traceback" not in server.log(), server.log()
+
+
+def check_worker_cpus(workers: list[int]) -> None:
+    """MINTCA_CPU_AFFINITY=auto: with a worker per CPU, every thread of each worker (its loop,
+    its group-commit writer, ...) keeps to that worker's own CPU; otherwise none is pinned."""
+    allowed = os.sched_getaffinity(0)
+    cpus_of_threads = {
+        pid: {
+            frozenset(os.sched_getaffinity(int(task.name)))
+            for task in Path(f"/proc/{pid}/task").iterdir()
+        }
+        for pid in workers
+    }
+    if len(allowed) == len(workers):
+        assert sorted(cpus_of_threads.values(), key=sorted) == [
+            {frozenset({cpu})} for cpu in sorted(allowed)
+        ], cpus_of_threads
+    else:
+        assert all(cpus == {frozenset(allowed)} for cpus in cpus_of_threads.values())
 
 
 def test_sigterm_stops_a_single_worker_server_quickly_and_cleanly(

@@ -1,6 +1,7 @@
 """How `mintca serve` starts its workers: forked from the parent, which has imported everything
 already, unless the parent holds what a child must not inherit (a PKCS#11 module, a thread);
-then spawned, each worker a new interpreter."""
+then spawned, each worker a new interpreter. With one worker per allowed CPU, each keeps to its
+own CPU."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from app.server.workers import start_method
+from app.server.workers import start_method, worker_cpus
 
 
 @contextmanager
@@ -55,3 +56,21 @@ def test_workers_are_forked_unless_the_parent_holds_what_a_child_must_not_inheri
     else:
         method = start_method(settings)
     assert method == expected
+
+
+@pytest.mark.parametrize(
+    ("workers", "allowed", "setting", "expected"),
+    [
+        pytest.param(2, {0, 1}, "auto", [0, 1], id="a worker per CPU: one CPU each"),
+        pytest.param(2, {5, 2}, "auto", [2, 5], id="a cpuset: its CPUs, in order"),
+        pytest.param(1, {3}, "auto", [3], id="one worker, one CPU"),
+        pytest.param(2, {0, 1, 2, 3}, "auto", None, id="fewer workers than CPUs: the scheduler"),
+        pytest.param(3, {0, 1}, "auto", None, id="more workers than CPUs: the scheduler"),
+        pytest.param(2, {0, 1}, "off", None, id="off"),
+        pytest.param(2, set(), "auto", None, id="a platform that cannot pin"),
+    ],
+)
+def test_worker_cpus(
+    workers: int, allowed: set[int], setting: str, expected: list[int] | None
+) -> None:
+    assert worker_cpus(workers, allowed, setting) == expected
