@@ -96,25 +96,33 @@ def worker_cpus(workers: int, allowed: set[int], setting: str) -> list[int] | No
     """The CPU each worker keeps to, or None to leave the workers to the scheduler.
 
     With exactly one worker per allowed CPU (`auto`), worker n runs on the n-th: a worker's
-    event loop and its group-commit writer share one GIL, and when the scheduler spread them
-    over both cores every hand-over of the GIL woke a thread on the other core, and the
-    workers wandered from core to core (README: CPU affinity, +15 % enrollments at 2 workers
-    on 2 cores). With fewer workers than CPUs the scheduler balances them better than a fixed
-    choice; with more, some would share a CPU while others idle."""
+    event loop and its group-commit writer share one GIL, and spread by the scheduler over
+    the cores (and moved between them) they handed it over across cores; pinned, enrollments
+    went up by a seventh at 2 workers on 2 cores (README: CPU affinity). With fewer workers
+    than CPUs the scheduler balances them better than a fixed choice; with more, some would
+    share a CPU while others idle."""
     if setting == "off" or not allowed or workers != len(allowed):
         return None
     return sorted(allowed)
 
 
+def keep_to_cpu(cpu: int) -> None:
+    """Pin this worker to `cpu`, before it starts a thread (threads inherit the CPU set of the
+    thread that made them). A CPU taken away since the parent looked only costs the pinning."""
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as exc:
+        log.warning("worker %d left to the scheduler: CPU %d: %s", os.getpid(), cpu, exc)
+        return
+    log.info("worker %d keeps to CPU %d (MINTCA_CPU_AFFINITY=auto)", os.getpid(), cpu)
+
+
 def serve_worker(
     settings: Settings, public_sock: socket.socket, mtls_sock: socket.socket, cpu: int | None
 ) -> None:
-    if cpu is not None:
-        # Before any thread starts: threads inherit the CPU set of the thread that made them.
-        os.sched_setaffinity(0, {cpu})
     configure_logging(settings)  # a spawned child starts with no logging configured
     if cpu is not None:
-        log.info("worker %d keeps to CPU %d (MINTCA_CPU_AFFINITY=auto)", os.getpid(), cpu)
+        keep_to_cpu(cpu)
     services = Services(settings)
     try:
         # uvloop: the loop uvicorn picks itself when it runs one; here serve_both runs it, and
