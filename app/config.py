@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     kek_previous: str | None = Field(default=None, repr=False)  # KEKs being retired
     workers: int = Field(default=1, ge=1, le=64)
     # auto: with one worker per CPU this process may run on, each worker keeps to its own CPU
-    # (app.server.workers.worker_cpus; README: Deployment); off: the scheduler places them.
+    # (app.server.workers.worker_cpus; README: CPU affinity); off: the scheduler places them.
     cpu_affinity: Literal["auto", "off"] = "auto"
     crl_validity: Annotated[Duration, CRL_VALIDITY_BOUNDS] = timedelta(hours=24)
     ocsp_validity: Annotated[Duration, OCSP_VALIDITY_BOUNDS] = timedelta(hours=12)

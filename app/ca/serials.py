@@ -4,7 +4,7 @@ least 64) below the issuing time.
 The time on top makes serials issued together neighbours in every B-tree that is keyed by them
 (the certificates' primary key, the audit log's target): a commit of many certificates writes
 one or two index pages instead of one random page per certificate, on SQLite and PostgreSQL
-alike (README, "Serial numbers"). The time is no secret (notBefore says it) and never decides
+alike (README, Identifiers). The time is no secret (notBefore says it) and never decides
 anything: uniqueness and unpredictability come from the random bits.
 """
 

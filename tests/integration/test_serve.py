@@ -210,11 +210,12 @@ def test_two_workers_serve_both_listeners_and_sigterm_stops_all(
                 with server.admin_client() as admin:
                     response = admin.get("/admin/cas")
                 assert response.status_code == 200, response.text
+
+        check_worker_cpus(workers)
     except BaseException:
         stop_server(process)
         raise
 
-    check_worker_cpus(workers)
     code, _ = terminate(process, STOP_SECONDS)
     assert code == 0, server.log()
     left = wait_gone(list(family), 5)
@@ -225,21 +226,28 @@ def test_two_workers_serve_both_listeners_and_sigterm_stops_all(
 
 def check_worker_cpus(workers: list[int]) -> None:
     """MINTCA_CPU_AFFINITY=auto: with a worker per CPU, every thread of each worker (its loop,
-    its group-commit writer, ...) keeps to that worker's own CPU; otherwise none is pinned."""
+    its group-commit writer, handler threads) keeps to that worker's own CPU, and no two
+    workers share one; otherwise none is pinned."""
     allowed = os.sched_getaffinity(0)
-    cpus_of_threads = {
-        pid: {
-            frozenset(os.sched_getaffinity(int(task.name)))
-            for task in Path(f"/proc/{pid}/task").iterdir()
-        }
-        for pid in workers
-    }
-    if len(allowed) == len(workers):
-        assert sorted(cpus_of_threads.values(), key=sorted) == [
-            {frozenset({cpu})} for cpu in sorted(allowed)
-        ], cpus_of_threads
-    else:
-        assert all(cpus == {frozenset(allowed)} for cpus in cpus_of_threads.values())
+    threads = {pid: cpus_of_threads(pid) for pid in workers}
+    if len(allowed) != len(workers):
+        assert all(cpus == allowed for each in threads.values() for cpus in each), threads
+        return
+    own = {pid: each[0] for pid, each in threads.items()}
+    assert all(len(cpus) == 1 for cpus in own.values()), threads
+    assert all(cpus == own[pid] for pid, each in threads.items() for cpus in each), threads
+    assert set().union(*own.values()) == allowed, threads
+
+
+def cpus_of_threads(pid: int) -> list[set[int]]:
+    """The CPU set of each thread of `pid` (a thread that ends meanwhile is left out)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found.append(os.sched_getaffinity(int(task.name)))
+        except ProcessLookupError:
+            continue
+    return found
 
 
 def test_sigterm_stops_a_single_worker_server_quickly_and_cleanly(
