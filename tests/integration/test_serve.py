@@ -225,9 +225,11 @@ def test_two_workers_serve_both_listeners_and_sigterm_stops_all(
 
 
 def check_worker_cpus(workers: list[int]) -> None:
-    """MINTCA_CPU_AFFINITY=auto: with a worker per CPU, every thread of each worker (its loop,
-    its group-commit writer, handler threads) keeps to that worker's own CPU, and no two
-    workers share one; otherwise none is pinned."""
+    """MINTCA_CPU_AFFINITY=auto: with a worker per CPU, every thread each worker has by now
+    (its event loop, the threads its requests started) keeps to that worker's own CPU, and no
+    two workers share one; otherwise none is pinned. Threads inherit the CPU set of the
+    thread that starts them, so the group-commit writer, started on a first enrollment,
+    follows its loop's."""
     allowed = os.sched_getaffinity(0)
     threads = {pid: cpus_of_threads(pid) for pid in workers}
     if len(allowed) != len(workers):
