@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import threading
+from collections.abc import Sequence
 from types import FrameType
 
 import uvloop
@@ -45,9 +46,13 @@ def run(settings: Settings) -> None:
     # rounds neither scan them nor, in a forked worker, write to (and so copy) their pages.
     gc.freeze()
     gc.enable()  # `mintca serve` turned it off while it imported (app.cli.main)
-    cpus = worker_cpus(settings.workers, allowed_cpus(), settings.cpu_affinity)
+    # Worker n's CPU, or None for every worker that the scheduler places.
+    cpus: Sequence[int | None] = (
+        worker_cpus(settings.workers, allowed_cpus(), settings.cpu_affinity)
+        or [None] * settings.workers
+    )
     if settings.workers == 1:
-        serve_worker(settings, public_sock, mtls_sock, cpus[0] if cpus else None)
+        serve_worker(settings, public_sock, mtls_sock, cpus[0])
         return
     forked = start_method(settings) == "fork"
     context = (
@@ -56,7 +61,7 @@ def run(settings: Settings) -> None:
     children = [
         context.Process(
             target=serve_worker,
-            args=(settings, public_sock, mtls_sock, cpus[n] if cpus else None),
+            args=(settings, public_sock, mtls_sock, cpus[n]),
             name=f"mintca-{n}",
         )
         for n in range(settings.workers)
